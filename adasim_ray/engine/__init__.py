@@ -1,0 +1,23 @@
+"""The AdaSim bootstrapping engine (Sections 3.3 and 3.4 of the paper), in plain PyTorch.
+
+No Ray here: the Ray layer (``adasim_ray.train``) puts :class:`BootstrapShard` s in actors.
+"""
+
+from adasim_ray.engine.cache import SimilarityCache, TopK, merge_topk
+from adasim_ray.engine.partners import MODES, BootstrapConfig, PlanStats, plan_window
+from adasim_ray.engine.shard import Bootstrapper, BootstrapShard, shard_ranges
+from adasim_ray.engine.window import NeighbourWindow
+
+__all__ = [
+    "MODES",
+    "BootstrapConfig",
+    "BootstrapShard",
+    "Bootstrapper",
+    "NeighbourWindow",
+    "PlanStats",
+    "SimilarityCache",
+    "TopK",
+    "merge_topk",
+    "plan_window",
+    "shard_ranges",
+]

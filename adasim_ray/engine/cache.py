@@ -1,0 +1,222 @@
+"""The similarity cache Z of Section 3.3.1: one L2-normalised feature per data set image.
+
+A :class:`SimilarityCache` holds the rows of a contiguous range of image ids, so that S of them
+shard a cache that is too large for one device. Querying a batch returns each row's local top-K
+(Eq. 4, restricted to the K best candidates as in Section 3.4); :func:`merge_topk` combines the
+local answers of all shards into exactly the top-K of the whole cache.
+
+Order inside a training step (Algorithm 1, lines 5 and 6): the batch is queried *before* its own
+rows are written, so image i meets its own stale entry from the previous epoch. That is what
+gives the "argmax == self" test its meaning. Rows never written yet are not candidates at all
+(rather than the zero rows of the authors' zero-initialised cache, whose similarity 0 would
+outrank every negative similarity during the first epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from adasim_ray.engine.ordering import INVALID_ID, top_by_key
+
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class TopK:
+    """The K best neighbours of a batch of anchors, in the engine's order (see ``ordering``).
+
+    Attributes:
+        sims: (B, K) float32 cosine similarities; ``-inf`` in empty slots.
+        ids: (B, K) int64 global image ids; ``-1`` in empty slots.
+    """
+
+    sims: torch.Tensor
+    ids: torch.Tensor
+
+
+def merge_topk(parts: list[TopK], self_ids: torch.Tensor, k: int) -> TopK:
+    """Merge the local top-K answers of several shards (or chunks) into the global top-K.
+
+    Since every shard ranks with the same total order, the K best of the union of the shards'
+    K best are exactly the K best of the whole cache.
+
+    Examples:
+        >>> a = TopK(torch.tensor([[0.9, 0.1]]), torch.tensor([[4, 5]]))
+        >>> b = TopK(torch.tensor([[0.5, 0.4]]), torch.tensor([[10, 11]]))
+        >>> merge_topk([a, b], torch.tensor([0]), 2).ids.tolist()
+        [[4, 10]]
+    """
+    sims = torch.cat([p.sims for p in parts], dim=1)
+    ids = torch.cat([p.ids for p in parts], dim=1)
+    top_sims, top_ids = top_by_key(sims, ids, self_ids, k)
+    return TopK(top_sims, top_ids)
+
+
+class SimilarityCache:
+    """Rows ``[start, stop)`` of the cache Z (N x d), stored L2-normalised.
+
+    Args:
+        start: first global image id owned by this shard.
+        stop: one past the last owned id.
+        dim: feature dimension d.
+        dtype: storage dtype, ``"float32"``, ``"float16"`` or ``"bfloat16"``. Queries are computed
+            in float32 on CPUs (no fast half-precision matmul there) and in the storage dtype
+            on GPUs.
+        device: where the rows live.
+        chunk_rows: rows multiplied at a time, which bounds the (B x chunk) similarity block.
+
+    Examples:
+        >>> cache = SimilarityCache(0, 4, dim=2)
+        >>> ids = torch.tensor([0, 1])
+        >>> _ = cache.query_and_write(ids, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), k=2)
+        >>> cache.query(torch.tensor([[1.0, 0.1]]), torch.tensor([2]), k=1).ids.tolist()
+        [[0]]
+    """
+
+    def __init__(
+        self,
+        start: int,
+        stop: int,
+        dim: int,
+        dtype: str = "float32",
+        device: str | torch.device = "cpu",
+        chunk_rows: int = 32768,
+    ) -> None:
+        if start < 0 or stop <= start:
+            raise ValueError(f"cache shard range [{start}, {stop}) must be non-empty and >= 0")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"cache dtype must be one of {sorted(CACHE_DTYPES)}, got {dtype!r}")
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.start, self.stop, self.dim = start, stop, dim
+        self.dtype_name = dtype
+        self.device = torch.device(device)
+        self.chunk_rows = chunk_rows
+        self.rows = torch.zeros(stop - start, dim, dtype=CACHE_DTYPES[dtype], device=self.device)
+        self.written = torch.zeros(stop - start, dtype=torch.bool, device=self.device)
+        self._all_written = False
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def owns(self, ids: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the ids in this shard's range."""
+        return (ids >= self.start) & (ids < self.stop)
+
+    def _check_batch(self, feats: torch.Tensor, ids: torch.Tensor) -> None:
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(
+                f"feats must be (B, {self.dim}), got {tuple(feats.shape)} (d mismatch)"
+            )
+        if ids.ndim != 1 or ids.shape[0] != feats.shape[0]:
+            raise ValueError(f"ids must be (B,) with B={feats.shape[0]}, got {tuple(ids.shape)}")
+        if not torch.isfinite(feats).all():
+            raise ValueError("feats contain NaN or inf: the network's features diverged")
+
+    def query(self, feats: torch.Tensor, self_ids: torch.Tensor, k: int) -> TopK:
+        """The local top-K of Eq. 4, m_i(j) = z_i^T Z_j, over this shard's written rows.
+
+        Args:
+            feats: (B, d) features z_i (normalised here).
+            self_ids: (B,) global id of each query's own image (it is *not* excluded: the
+                adaptive test needs it; the tie order ranks it first).
+            k: neighbours to return; the shard returns fewer real ones if it has fewer rows.
+        """
+        if k < 1:
+            raise ValueError(f"k (topk) must be >= 1, got {k}")
+        self._check_batch(feats, self_ids)
+        q = F.normalize(feats.to(device=self.device, dtype=torch.float32), dim=1)
+        self_ids = self_ids.to(device=self.device, dtype=torch.int64)
+        compute_dtype = torch.float32 if self.device.type == "cpu" else self.rows.dtype
+        q = q.to(compute_dtype)
+        parts: list[TopK] = []
+        for lo in range(0, self.size, self.chunk_rows):
+            hi = min(lo + self.chunk_rows, self.size)
+            sims = (q @ self.rows[lo:hi].to(compute_dtype).T).float()
+            if not self._all_written:
+                sims.masked_fill_(~self.written[lo:hi], float("-inf"))
+            parts.append(self._chunk_topk(sims, lo, self_ids, k))
+        return parts[0] if len(parts) == 1 else merge_topk(parts, self_ids, k)
+
+    def _chunk_topk(self, sims: torch.Tensor, lo: int, self_ids: torch.Tensor, k: int) -> TopK:
+        """Top-K of one (B, C) block, exact under ties at the K-th place."""
+        width = sims.shape[1]
+        take = min(k + 1, width)
+        vals, pos = sims.topk(take, dim=1)
+        ids = pos + (self.start + lo)
+        if take <= k:  # the whole block fits: the merge orders it
+            return self._pad(TopK(vals, ids), self_ids, k)
+        # A tie between the K-th and (K+1)-th value means topk chose among equals arbitrarily:
+        # redo those rows with the full order (rare: exact duplicates).
+        tied = (vals[:, k] == vals[:, k - 1]) & torch.isfinite(vals[:, k - 1])
+        vals, ids = vals[:, :k].clone(), ids[:, :k].clone()
+        for row in torch.nonzero(tied).flatten().tolist():
+            cand = torch.nonzero(sims[row] >= vals[row, k - 1]).flatten()
+            row_vals, row_ids = top_by_key(
+                sims[row, cand].unsqueeze(0),
+                (cand + self.start + lo).unsqueeze(0),
+                self_ids[row : row + 1],
+                k,
+            )
+            vals[row], ids[row] = row_vals[0], row_ids[0]
+        return self._pad(TopK(vals, ids), self_ids, k)
+
+    @staticmethod
+    def _pad(top: TopK, self_ids: torch.Tensor, k: int) -> TopK:
+        sims, ids = top_by_key(
+            top.sims, top.ids.masked_fill(torch.isneginf(top.sims), INVALID_ID), self_ids, k
+        )
+        return TopK(sims, ids)
+
+    def write(self, ids: torch.Tensor, feats: torch.Tensor) -> None:
+        """Store the normalised features of the owned ids among ``ids`` (Algorithm 1, line 6).
+
+        Ids outside this shard are ignored (another shard owns them); a batch that names the
+        same image twice is refused, since which copy would win is arbitrary.
+        """
+        self._check_batch(feats, ids)
+        ids = ids.to(device=self.device, dtype=torch.int64)
+        if torch.unique(ids).numel() != ids.numel():
+            raise ValueError(
+                "ids: a batch names the same image twice; cache writes need unique ids"
+            )
+        mine = self.owns(ids)
+        if not mine.any():
+            return
+        local = ids[mine] - self.start
+        rows = F.normalize(feats.to(device=self.device, dtype=torch.float32)[mine], dim=1)
+        self.rows[local] = rows.to(self.rows.dtype)
+        self.written[local] = True
+        if not self._all_written:
+            self._all_written = bool(self.written.all())
+
+    def query_and_write(self, ids: torch.Tensor, feats: torch.Tensor, k: int) -> TopK:
+        """Query the batch against this shard, then write the rows it owns: one step's work."""
+        top = self.query(feats, ids, k)
+        self.write(ids, feats)
+        return top
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "start": self.start,
+            "stop": self.stop,
+            "dim": self.dim,
+            "dtype": self.dtype_name,
+            "rows": self.rows.cpu(),
+            "written": self.written.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        expect = (self.start, self.stop, self.dim, self.dtype_name)
+        got = (state["start"], state["stop"], state["dim"], state["dtype"])
+        if got != expect:
+            raise ValueError(f"cache state for (start, stop, dim, dtype)={got}, expected {expect}")
+        self.rows.copy_(state["rows"])  # type: ignore[arg-type]
+        self.written.copy_(state["written"])  # type: ignore[arg-type]
+        self._all_written = bool(self.written.all())

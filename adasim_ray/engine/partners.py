@@ -1,0 +1,247 @@
+"""Partner plans: Eq. 11 windowed scores and the adaptive rule of Algorithm 1 (lines 7 to 18).
+
+For every image i of an epoch this module chooses the partner j* whose augmented view t'(x_j*)
+is paired with the anchor view t(x_i). Three modes, one switch (``BootstrapConfig.mode``):
+
+- ``none``: the plain baseline, j* = i always.
+- ``nn``: straightforward bootstrapping (the paper's "+ NN", Section 4.3): the top-1 neighbour of
+  the most recent epoch, *excluding* i itself.
+- ``adasim``: Eq. 11 over the window of past epochs, then the adaptive test: if i itself ranks
+  first, sample j* from softmax(score / tau) over the support (i included), else j* = i. During
+  the first w epochs, j* = i.
+
+Plans are computed from *past* epochs only (as the authors' code does), so the whole epoch's
+pairing is known when the epoch starts and partner images can be fetched ahead of time.
+Everything is vectorised over images, in chunks of rows so that memory stays a small multiple of
+the window's own size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from adasim_ray.engine.ordering import INVALID_ID, top_by_key
+from adasim_ray.engine.window import NeighbourWindow
+
+MODES = ("none", "nn", "adasim")
+NOISE_BLOCK_ROWS = 65536
+"""Gumbel noise is drawn in fixed global blocks of image ids, so a plan does not depend on how
+the ids are split into shards or chunks."""
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """The AdaSim hyperparameters (Table 4) and the bootstrapping mode.
+
+    Attributes:
+        mode: ``"none"`` (plain baseline), ``"nn"`` (+ NN) or ``"adasim"``.
+        tau: sampling temperature of Eq. 9; 0 gives exactly the plain baseline.
+        window: w, epochs averaged in Eq. 8; bootstrapping starts after w epochs.
+        topk: K, support size per epoch (Section 3.4) and of the final support.
+        seed: seeds the sampling; the same seed and window give the same plan.
+    """
+
+    mode: str = "adasim"
+    tau: float = 0.2
+    window: int = 10
+    topk: int = 3
+    seed: int = 0
+
+    def validate(self, num_images: int | None = None) -> BootstrapConfig:
+        """Raise ValueError naming the first bad argument; returns self."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau >= 0):
+            raise ValueError(f"tau must be a finite number >= 0, got {self.tau!r}")
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window (w) must be an integer >= 1, got {self.window!r}")
+        if not isinstance(self.topk, int) or self.topk < 1:
+            raise ValueError(f"topk (K) must be an integer >= 1, got {self.topk!r}")
+        if num_images is not None and self.topk > num_images:
+            raise ValueError(f"topk (K) must be <= N = {num_images} images, got {self.topk}")
+        return self
+
+
+@dataclass
+class PlanStats:
+    """Counts behind the training metrics of Fig. 3; counts add up across shards.
+
+    ``bootstrap_ratio`` is the share of pairs with j* != i; ``nn_top1`` the share with
+    label(j*) == label(i); ``nn2_top1`` the same for the best-ranked support member other than
+    j* (images with a one-element support are left out of it).
+    """
+
+    images: int = 0
+    bootstrapped: int = 0
+    nn_correct: int = 0
+    nn_total: int = 0
+    nn2_correct: int = 0
+    nn2_total: int = 0
+
+    def __add__(self, other: PlanStats) -> PlanStats:
+        return PlanStats(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
+    def metrics(self) -> dict[str, float]:
+        def ratio(a: int, b: int) -> float:
+            return a / b if b else float("nan")
+
+        return {
+            "bootstrap_ratio": ratio(self.bootstrapped, self.images),
+            "nn_top1": ratio(self.nn_correct, self.nn_total),
+            "nn2_top1": ratio(self.nn2_correct, self.nn2_total),
+        }
+
+
+def windowed_support(
+    ids: torch.Tensor, sims: torch.Tensor, self_ids: torch.Tensor, window: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 11 scores over the union support S_union, keeping its K best members.
+
+    score_i(j) = (1/w) * sum over the window's epochs of 1[j in S^(e)] * m_i^(e)(j).
+
+    Args:
+        ids: (n, M) neighbour ids of the window's epochs, flattened (M = epochs x K), ``-1`` empty.
+        sims: (n, M) their similarities.
+        self_ids: (n,) the anchor images.
+        window: w (the divisor, also while fewer than w epochs are stored).
+        k: support size kept.
+
+    Returns:
+        (support_ids (n, k) int64, scores (n, k) float32), ranked by (score desc, i first,
+        id asc); empty slots hold id -1 and score -inf.
+    """
+    n, m = ids.shape
+    if m == 0:
+        empty = torch.full((n, k), INVALID_ID, dtype=torch.int64)
+        return empty, torch.full((n, k), -torch.inf)
+    sentinel = torch.iinfo(torch.int64).max
+    keyed = ids.to(torch.int64).masked_fill(ids < 0, sentinel)
+    # Group equal ids: a stable sort keeps each id's epochs in window order, so every group is
+    # summed in the same order wherever it sits (exact ties stay exact ties).
+    sorted_ids, perm = torch.sort(keyed, dim=1, stable=True)
+    sorted_sims = sims.float().gather(1, perm)
+    starts = torch.ones_like(sorted_ids, dtype=torch.bool)
+    starts[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
+    group = starts.cumsum(dim=1) - 1
+    totals = torch.zeros(n, m, dtype=torch.float32).scatter_add_(1, group, sorted_sims)
+    group_ids = torch.full((n, m), sentinel, dtype=torch.int64).scatter_(1, group, sorted_ids)
+    valid = group_ids != sentinel
+    scores = (totals / window).masked_fill(~valid, -torch.inf)
+    group_ids = group_ids.masked_fill(~valid, INVALID_ID)
+    scores, support = top_by_key(scores, group_ids, self_ids, k)
+    return support, scores
+
+
+def gumbel_noise(seed: int, epoch: int, start: int, stop: int, k: int) -> torch.Tensor:
+    """Standard Gumbel noise for global image ids [start, stop), (stop - start, k) float32.
+
+    Drawn per fixed global block of ids from a generator seeded by (seed, epoch, block), so the
+    noise of an image does not depend on the sharding.
+    """
+    parts = []
+    for block in range(start // NOISE_BLOCK_ROWS, (stop - 1) // NOISE_BLOCK_ROWS + 1):
+        rng = np.random.default_rng([seed, epoch, block])
+        noise = rng.gumbel(size=(NOISE_BLOCK_ROWS, k)).astype(np.float32)
+        lo = max(start, block * NOISE_BLOCK_ROWS) - block * NOISE_BLOCK_ROWS
+        hi = min(stop, (block + 1) * NOISE_BLOCK_ROWS) - block * NOISE_BLOCK_ROWS
+        parts.append(noise[lo:hi])
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def adaptive_partners(
+    support: torch.Tensor,
+    scores: torch.Tensor,
+    self_ids: torch.Tensor,
+    tau: float,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """Algorithm 1, lines 13 to 17: sample j* only where i itself ranks first.
+
+    Sampling from softmax(score / tau) uses the Gumbel-max trick: argmax(score / tau + g) with
+    g ~ Gumbel(0, 1) is an exact draw. tau = 0 takes the argmax, which is i wherever the test
+    passes, so tau = 0 is exactly the plain baseline (and never divides by zero).
+    """
+    self_ids = self_ids.to(torch.int64)
+    self_first = support[:, 0] == self_ids
+    if tau == 0:
+        return self_ids.clone()
+    logits = (scores / tau + noise).masked_fill(support == INVALID_ID, -torch.inf)
+    drawn = support.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
+    return torch.where(self_first, drawn, self_ids)
+
+
+def nearest_other(latest_ids: torch.Tensor, self_ids: torch.Tensor) -> torch.Tensor:
+    """The "+ NN" partner: the best neighbour of the latest epoch that is not i (else i)."""
+    self_ids = self_ids.to(torch.int64)
+    other = (latest_ids != self_ids.unsqueeze(1)) & (latest_ids != INVALID_ID)
+    has = other.any(dim=1)
+    first = other.to(torch.int8).argmax(dim=1, keepdim=True)
+    return torch.where(has, latest_ids.gather(1, first).squeeze(1), self_ids)
+
+
+def plan_window(
+    window: NeighbourWindow,
+    cfg: BootstrapConfig,
+    labels: torch.Tensor | None = None,
+    chunk_rows: int = 16384,
+) -> tuple[torch.Tensor, PlanStats]:
+    """Partners j* of the owned images for the next epoch, and the Fig. 3 counts.
+
+    The next epoch is number ``window.epochs_closed`` (0-based); its plan only reads closed
+    epochs. Args ``labels`` (N,) int64 over the whole data set (-1 = unknown) feed the metrics.
+
+    Returns:
+        (partners (n,) int64 global ids, stats).
+    """
+    if cfg.window != window.window or cfg.topk != window.topk:
+        raise ValueError(
+            f"config (w={cfg.window}, K={cfg.topk}) does not match the window "
+            f"(w={window.window}, K={window.topk})"
+        )
+    epoch = window.epochs_closed
+    partners = torch.empty(window.size, dtype=torch.int64)
+    stats = PlanStats()
+    bootstrapping = (cfg.mode == "adasim" and epoch >= cfg.window) or (
+        cfg.mode == "nn" and epoch >= 1
+    )
+    for lo in range(0, window.size, chunk_rows):
+        hi = min(lo + chunk_rows, window.size)
+        self_ids = torch.arange(window.start + lo, window.start + hi, dtype=torch.int64)
+        support, scores = windowed_support(*window.rows(lo, hi), self_ids, cfg.window, cfg.topk)
+        if not bootstrapping:
+            chosen = self_ids.clone()
+        elif cfg.mode == "nn":
+            chosen = nearest_other(window.latest_rows(lo, hi), self_ids)
+        else:
+            noise = gumbel_noise(cfg.seed, epoch, int(self_ids[0]), int(self_ids[-1]) + 1, cfg.topk)
+            chosen = adaptive_partners(support, scores, self_ids, cfg.tau, noise)
+        partners[lo:hi] = chosen
+        stats = stats + _chunk_stats(support, self_ids, chosen, labels)
+    return partners, stats
+
+
+def _chunk_stats(
+    support: torch.Tensor,
+    self_ids: torch.Tensor,
+    chosen: torch.Tensor,
+    labels: torch.Tensor | None,
+) -> PlanStats:
+    stats = PlanStats(images=len(self_ids), bootstrapped=int((chosen != self_ids).sum()))
+    if labels is None:
+        return stats
+    own = labels[self_ids]
+    known = own >= 0
+    stats.nn_correct = int(((labels[chosen] == own) & known).sum())
+    stats.nn_total = int(known.sum())
+    # 2-NN: the best-ranked support member other than j* (Section 4.8).
+    others = (support != chosen.unsqueeze(1)) & (support != INVALID_ID)
+    has_second = others.any(dim=1) & known
+    second = support.gather(1, others.to(torch.int8).argmax(dim=1, keepdim=True)).squeeze(1)
+    second_labels = labels[second.clamp(min=0)]
+    stats.nn2_correct = int(((second_labels == own) & has_second).sum())
+    stats.nn2_total = int(has_second.sum())
+    return stats
