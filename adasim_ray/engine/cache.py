@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from adasim_ray.engine.ordering import INVALID_ID, top_by_key
+from adasim_ray.engine.ordering import exact_topk, top_by_key
 
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -145,34 +145,10 @@ class SimilarityCache:
         return parts[0] if len(parts) == 1 else merge_topk(parts, self_ids, k)
 
     def _chunk_topk(self, sims: torch.Tensor, lo: int, self_ids: torch.Tensor, k: int) -> TopK:
-        """Top-K of one (B, C) block, exact under ties at the K-th place."""
-        width = sims.shape[1]
-        take = min(k + 1, width)
-        vals, pos = sims.topk(take, dim=1)
-        ids = pos + (self.start + lo)
-        if take <= k:  # the whole block fits: the merge orders it
-            return self._pad(TopK(vals, ids), self_ids, k)
-        # A tie between the K-th and (K+1)-th value means topk chose among equals arbitrarily:
-        # redo those rows with the full order (rare: exact duplicates).
-        tied = (vals[:, k] == vals[:, k - 1]) & torch.isfinite(vals[:, k - 1])
-        vals, ids = vals[:, :k].clone(), ids[:, :k].clone()
-        for row in torch.nonzero(tied).flatten().tolist():
-            cand = torch.nonzero(sims[row] >= vals[row, k - 1]).flatten()
-            row_vals, row_ids = top_by_key(
-                sims[row, cand].unsqueeze(0),
-                (cand + self.start + lo).unsqueeze(0),
-                self_ids[row : row + 1],
-                k,
-            )
-            vals[row], ids[row] = row_vals[0], row_ids[0]
-        return self._pad(TopK(vals, ids), self_ids, k)
-
-    @staticmethod
-    def _pad(top: TopK, self_ids: torch.Tensor, k: int) -> TopK:
-        sims, ids = top_by_key(
-            top.sims, top.ids.masked_fill(torch.isneginf(top.sims), INVALID_ID), self_ids, k
-        )
-        return TopK(sims, ids)
+        """Top-K of one (B, C) block in the engine's order (exact under ties)."""
+        offset = self.start + lo
+        vals, ids = exact_topk(sims, self_ids, k, lambda rows, pos: pos + offset)
+        return TopK(vals, ids)
 
     def write(self, ids: torch.Tensor, feats: torch.Tensor) -> None:
         """Store the normalised features of the owned ids among ``ids`` (Algorithm 1, line 6).

@@ -11,6 +11,8 @@ The key packs the three into one int64 so that a single ``topk`` gives a determi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 INVALID_ID = -1
@@ -75,3 +77,42 @@ def top_by_key(
         )
         out_ids = torch.cat([out_ids, out_ids.new_full((len(out_ids), pad), INVALID_ID)], 1)
     return out_values, out_ids
+
+
+def exact_topk(
+    values: torch.Tensor,
+    self_ids: torch.Tensor,
+    k: int,
+    ids_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``k`` of each row in the engine's order, at the cost of a float ``topk``.
+
+    A float ``topk`` of k + 1 values settles the top-k *set* wherever the (k+1)-th value is
+    below the k-th; the k are then put in the engine's order. Rows with a tie at the k-th place
+    (rare outside exact duplicates) are redone with the full key over their tied candidates.
+
+    Args:
+        values: (B, M) float32 similarities or scores, ``-inf`` for empty candidates.
+        self_ids: (B,) anchor ids.
+        k: how many to keep.
+        ids_at: ``ids_at(rows, pos)`` gives the global ids at positions ``pos`` (R, P) of the
+            rows ``rows`` (R,); empty candidates may map to anything.
+
+    Returns:
+        (values (B, k) float32, ids (B, k) int64), empty slots ``-inf`` and ``INVALID_ID``.
+    """
+    rows = torch.arange(values.shape[0])
+    take = min(k + 1, values.shape[1])
+    top_vals, pos = values.topk(take, dim=1)
+    if take <= k:  # every candidate is in: only the order is left to settle
+        return top_by_key(top_vals, ids_at(rows, pos), self_ids, k)
+    tied = (top_vals[:, k] == top_vals[:, k - 1]) & torch.isfinite(top_vals[:, k - 1])
+    out_vals, out_ids = top_by_key(top_vals[:, :k], ids_at(rows, pos[:, :k]), self_ids, k)
+    for row in torch.nonzero(tied).flatten().tolist():
+        cand = torch.nonzero(values[row] >= top_vals[row, k - 1]).flatten().unsqueeze(0)
+        row_ids = ids_at(rows[row : row + 1], cand)
+        row_vals, row_ids = top_by_key(
+            values[row : row + 1].gather(1, cand), row_ids, self_ids[row : row + 1], k
+        )
+        out_vals[row], out_ids[row] = row_vals[0], row_ids[0]
+    return out_vals, out_ids

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from adasim_ray.engine.ordering import INVALID_ID, top_by_key
+from adasim_ray.engine.ordering import INVALID_ID, exact_topk
 from adasim_ray.engine.window import NeighbourWindow
 
 MODES = ("none", "nn", "adasim")
@@ -126,13 +126,15 @@ def windowed_support(
     sorted_sims = sims.float().gather(1, perm)
     starts = torch.ones_like(sorted_ids, dtype=torch.bool)
     starts[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
-    group = starts.cumsum(dim=1) - 1
+    group = starts.to(torch.int64).cumsum(dim=1) - 1
     totals = torch.zeros(n, m, dtype=torch.float32).scatter_add_(1, group, sorted_sims)
     group_ids = torch.full((n, m), sentinel, dtype=torch.int64).scatter_(1, group, sorted_ids)
     valid = group_ids != sentinel
     scores = (totals / window).masked_fill(~valid, -torch.inf)
     group_ids = group_ids.masked_fill(~valid, INVALID_ID)
-    scores, support = top_by_key(scores, group_ids, self_ids, k)
+    scores, support = exact_topk(
+        scores, self_ids, k, lambda rows, pos: group_ids[rows.unsqueeze(1), pos]
+    )
     return support, scores
 
 
@@ -187,7 +189,7 @@ def plan_window(
     window: NeighbourWindow,
     cfg: BootstrapConfig,
     labels: torch.Tensor | None = None,
-    chunk_rows: int = 16384,
+    chunk_rows: int | None = None,
 ) -> tuple[torch.Tensor, PlanStats]:
     """Partners j* of the owned images for the next epoch, and the Fig. 3 counts.
 
@@ -196,6 +198,8 @@ def plan_window(
 
     Returns:
         (partners (n,) int64 global ids, stats).
+
+    Args ``chunk_rows`` bounds the rows processed at once (default: a 16th of the shard).
     """
     if cfg.window != window.window or cfg.topk != window.topk:
         raise ValueError(
@@ -203,6 +207,10 @@ def plan_window(
             f"(w={window.window}, K={window.topk})"
         )
     epoch = window.epochs_closed
+    if chunk_rows is None:
+        # The working memory of a chunk is ~10x its share of the window: 1/16 of the rows keeps
+        # the plan's peak well under twice the window's own size.
+        chunk_rows = min(16384, max(1024, window.size // 16))
     partners = torch.empty(window.size, dtype=torch.int64)
     stats = PlanStats()
     bootstrapping = (cfg.mode == "adasim" and epoch >= cfg.window) or (
