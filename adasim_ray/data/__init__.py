@@ -1,0 +1,45 @@
+"""Indexed image sources: every sample carries its data set index.
+
+AdaSim's partner fetch (Sec. 3.2) loads an arbitrary image ``x_j*`` by index, so each data
+set is an :class:`ImageSource` with random access, opened from one spec string:
+``mnist``, ``digits``, ``folder:PATH`` or ``parquet:PATH`` (:func:`open_source`).
+:class:`IndexedDataset` turns a source into ``(index, image, label)`` samples for PyTorch,
+and :func:`convert_folder_to_parquet` packs an image folder into Parquet shards.
+
+Examples:
+    >>> from adasim_ray.data import IndexedDataset, open_source
+    >>> source = open_source("digits", "train")
+    >>> index, image, label = IndexedDataset(source)[0]
+    >>> index, image.dtype, 0 <= label < source.num_classes
+    (0, dtype('uint8'), True)
+"""
+
+from adasim_ray.data.array import ArraySource
+from adasim_ray.data.convert import convert_folder_to_parquet
+from adasim_ray.data.dataset import NO_LABEL, IndexedDataset
+from adasim_ray.data.digits import DigitsSource
+from adasim_ray.data.errors import DataError
+from adasim_ray.data.folder import FolderSource
+from adasim_ray.data.mnist import MnistSource
+from adasim_ray.data.parquet import ParquetSource
+from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, SPLITS, ImageSource
+from adasim_ray.data.spec import DataSpec, open_source, parse_spec
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NO_LABEL",
+    "SPLITS",
+    "ArraySource",
+    "DataError",
+    "DataSpec",
+    "DigitsSource",
+    "FolderSource",
+    "ImageSource",
+    "IndexedDataset",
+    "MnistSource",
+    "ParquetSource",
+    "convert_folder_to_parquet",
+    "open_source",
+    "parse_spec",
+]
