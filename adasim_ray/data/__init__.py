@@ -24,6 +24,7 @@ from adasim_ray.data.mnist import MnistSource
 from adasim_ray.data.parquet import ParquetSource
 from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, SPLITS, ImageSource
 from adasim_ray.data.spec import DataSpec, open_source, parse_spec
+from adasim_ray.data.subset import FirstImages
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -34,6 +35,7 @@ __all__ = [
     "DataError",
     "DataSpec",
     "DigitsSource",
+    "FirstImages",
     "FolderSource",
     "ImageSource",
     "IndexedDataset",

@@ -1,0 +1,178 @@
+"""``launch.py``: the command line of adasim-ray.
+
+    launch.py pretrain [--config YAML] [--data SPEC] [--epochs N] [--output DIR]
+                       [--set key=value ...] [--resume RUN_DIR [--force]]
+    launch.py eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC [--json]
+    launch.py prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
+
+Every bad input ends in one line on stderr naming the problem, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "demo.yaml"
+
+
+def default_config_path() -> Path:
+    """The embedded default run: DINO-2 + AdaSim on MNIST, sized for 2 CPU cores."""
+    return Path(str(resources.files("adasim_ray.presets").joinpath(DEFAULT_CONFIG)))
+
+
+def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
+    sets = list(args.set or [])
+    if args.data is not None:
+        sets.append(f"data={args.data}")
+    if args.epochs is not None:
+        sets.append(f"epochs={args.epochs}")
+    return sets
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from adasim_ray.config import config_from_dict, load_config, validate
+    from adasim_ray.configfile import parse_override, read_yaml, set_dotted
+
+    if args.resume is not None:
+        stored = Path(args.resume) / "config.yaml"
+        if not stored.is_file():
+            raise UserError(f"--resume: {args.resume} is not a run directory (no config.yaml)")
+        data = read_yaml(stored)
+        for text in _pretrain_overrides(args):
+            keys, value = parse_override(text)
+            set_dotted(data, keys, value)
+        cfg = validate(config_from_dict(data))
+    else:
+        cfg = load_config(args.config or default_config_path(), _pretrain_overrides(args))
+    from adasim_ray.train.run import pretrain
+
+    summary = pretrain(cfg, args.output, resume=args.resume, force=args.force)
+    final = summary["final"]
+    print(f"[adasim] run directory: {summary['run_dir']}")
+    print(f"[adasim] k-NN top-1 (learned features): {_fmt(final.get('knn_top1'))}")
+    if args.baselines:
+        rows = _baselines(cfg)
+        rows.insert(0, ("learned (this run)", final.get("knn_top1")))
+        print(_table(rows, cfg))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _baselines(cfg: Any) -> list[tuple[str, float | None]]:
+    """k-NN of the same network at random init, and of raw pixels, on the same split."""
+    from adasim_ray.evaluation.protocol import evaluate_raw_pixels
+    from adasim_ray.recipe import build_backbone_for, knn_evaluation, make_views
+    from adasim_ray.recipe import open_eval_sources, open_train_source
+
+    import torch
+
+    sources = open_eval_sources(cfg)
+    views = make_views(cfg, open_train_source(cfg))
+    torch.manual_seed(cfg.seed)
+    backbone, _ = build_backbone_for(cfg, views)
+    random_init = knn_evaluation(backbone, cfg, sources, views)["knn_top1"]
+    raw = evaluate_raw_pixels(
+        sources[0], sources[1], linear=False, fewshot=False, k=cfg.eval.knn_k,
+        T=cfg.eval.knn_temperature,
+    )["knn_top1"]
+    return [("same network, random init", random_init), ("raw pixels", raw)]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _table(rows: list[tuple[str, float | None]], cfg: Any) -> str:
+    width = max(len(name) for name, _ in rows)
+    spec = cfg.eval_data or cfg.data
+    lines = [f"k-NN top-1 (k={cfg.eval.knn_k}) on {spec} test split", "-" * (width + 12)]
+    lines += [f"{name:<{width}}  {_fmt(value)}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from adasim_ray.evaluation.cli import run_eval
+
+    result = run_eval(args)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from adasim_ray.data import convert_folder_to_parquet
+
+    summary = convert_folder_to_parquet(
+        args.folder, args.out_dir, rows_per_shard=args.rows_per_shard,
+        skip_corrupt=args.skip_corrupt,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+class UserError(Exception):
+    """A bad input the user can fix: printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain with Ray Train (default: the MNIST demo)")
+    p.add_argument("--config", help="experiment YAML (default: the embedded MNIST demo)")
+    p.add_argument("--data", help="data set: mnist | digits | folder:PATH | parquet:PATH")
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--output", default="runs", help="where run directories go (default: runs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field by its dotted name, e.g. adasim.tau=0.3")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="resume even if key settings differ from the checkpoint's")
+    p.add_argument("--baselines", action="store_true",
+                   help="also print the k-NN of the random-init network and of raw pixels")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    p.set_defaults(func=cmd_pretrain)
+
+    e = sub.add_parser("eval", help="k-NN, linear probe and few-shot evaluation")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a run directory or checkpoint directory")
+    which.add_argument("--random-init", metavar="BACKBONE", help="a randomly initialised backbone")
+    which.add_argument("--raw-pixels", action="store_true", help="flattened pixels as features")
+    e.add_argument("--data", required=True, help="data set spec (train and test splits)")
+    e.add_argument("--max-train", type=int, help="use at most this many train images")
+    e.add_argument("--max-test", type=int, help="use at most this many test images")
+    e.add_argument("--no-linear", action="store_true", help="skip the linear probe")
+    e.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="last line: one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("prepare", help="convert an image folder to Parquet shards")
+    r.add_argument("folder", help="image folder (class sub-folders; train/ and test/ or one split)")
+    r.add_argument("out_dir", help="output directory (must be empty or absent)")
+    r.add_argument("--rows-per-shard", type=int, default=1000)
+    r.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
+    r.set_defaults(func=cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from adasim_ray.configfile import ConfigError
+    from adasim_ray.data import DataError
+    from adasim_ray.train.checkpoint import CheckpointError
+
+    try:
+        return int(args.func(args))
+    except (UserError, ConfigError, DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with `launch.py pretrain --resume RUN_DIR`", file=sys.stderr)
+        return 130

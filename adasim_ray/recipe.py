@@ -1,0 +1,107 @@
+"""From a validated config to the parts of a run: sources, views, backbone, method, evaluation.
+
+Plain PyTorch: the Ray layer, the evaluation command and the benchmarks build their models here,
+so that a checkpoint always meets the same architecture that wrote it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adasim_ray.augmentations import GlobalViews
+from adasim_ray.backbones import build_backbone
+from adasim_ray.config import PretrainConfig
+from adasim_ray.data import FirstImages, ImageSource, open_source
+from adasim_ray.evaluation.protocol import evaluate_backbone
+from adasim_ray.methods import build_method
+
+
+def open_train_source(cfg: PretrainConfig) -> ImageSource:
+    """The training split of ``cfg.data``, cut to ``cfg.limit_images`` when set."""
+    source = open_source(cfg.data, "train", skip_corrupt=cfg.skip_corrupt)
+    if cfg.limit_images is not None and cfg.limit_images < len(source):
+        source = FirstImages(source, cfg.limit_images)
+    return source
+
+
+def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
+    """(k-NN memory, test queries): ``eval_data`` (default: ``data``) train and test splits,
+    each cut to ``eval.max_train`` / ``eval.max_test`` images."""
+    spec = cfg.eval_data or cfg.data
+    train = open_source(spec, "train", skip_corrupt=cfg.skip_corrupt)
+    test = open_source(spec, "test", skip_corrupt=cfg.skip_corrupt)
+    if cfg.eval.max_train is not None and cfg.eval.max_train < len(train):
+        train = FirstImages(train, cfg.eval.max_train)
+    if cfg.eval.max_test is not None and cfg.eval.max_test < len(test):
+        test = FirstImages(test, cfg.eval.max_test)
+    return train, test
+
+
+def make_views(cfg: PretrainConfig, source: ImageSource) -> GlobalViews:
+    overrides: dict[str, Any] = {"crop_scale": tuple(cfg.augment.crop_scale)}
+    if cfg.augment.flip is not None:
+        overrides["flip"] = cfg.augment.flip
+    return GlobalViews.for_source(source, cfg.augment.image_size, **overrides)
+
+
+def iters_per_epoch(num_images: int, batch_size: int, world: int) -> int:
+    """Steps per epoch: each of the ``world`` ranks takes N // world anchors in batches of
+    batch_size / world (the last batch may be smaller)."""
+    per_rank = num_images // max(world, 1)
+    return math.ceil(per_rank / (batch_size // max(world, 1)))
+
+
+def build_backbone_for(cfg: PretrainConfig, views: GlobalViews) -> tuple[nn.Module, int]:
+    return build_backbone(cfg.backbone, image_size=views.size, in_chans=views.channels)
+
+
+def build_model(
+    cfg: PretrainConfig, views: GlobalViews, num_images: int, world: int = 1
+) -> nn.Module:
+    """The method (student, teacher, heads) of ``cfg`` with its per-iteration schedules."""
+    torch.manual_seed(cfg.seed)
+    backbone, feat_dim = build_backbone_for(cfg, views)
+    section = cfg.dino if cfg.method == "dino" else cfg.simsiam
+    return build_method(
+        cfg.method,
+        backbone,
+        feat_dim,
+        epochs=cfg.epochs,
+        iters_per_epoch=iters_per_epoch(num_images, cfg.batch_size, world),
+        batch_size=cfg.batch_size,
+        **dataclasses.asdict(section),
+    )
+
+
+def knn_evaluation(
+    backbone: nn.Module,
+    cfg: PretrainConfig,
+    sources: tuple[ImageSource, ImageSource],
+    views: GlobalViews,
+    *,
+    final: bool = False,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """k-NN (and at the end linear probe and few-shot) of ``backbone`` on the eval sources."""
+    return evaluate_backbone(
+        backbone,
+        sources[0],
+        sources[1],
+        views.eval_transform,
+        device=device,
+        linear=final and cfg.eval.linear,
+        fewshot=final and cfg.eval.fewshot,
+        seed=cfg.seed,
+        k=cfg.eval.knn_k,
+        T=cfg.eval.knn_temperature,
+    )
+
+
+def labels_of(source: ImageSource) -> np.ndarray | None:
+    return None if source.labels is None else np.asarray(source.labels, dtype=np.int64)

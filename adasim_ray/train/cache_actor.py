@@ -1,0 +1,219 @@
+"""The similarity cache and window as Ray actors: S shards, each owning a contiguous id range.
+
+Each :class:`CacheShardActor` wraps one engine :class:`BootstrapShard` (cache rows Z, window,
+partners of its images), on a GPU when the actor is given one. :class:`ShardedCache` is the
+client that rank 0 of the training job drives: it sends each global batch to every shard, merges
+the local top-K answers and sends each image's global top-K to its owner, all off the training
+step's critical path (the step never waits for the cache: the partner plan of the running epoch
+is fixed when the epoch starts).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from adasim_ray.engine import BootstrapConfig, BootstrapShard, PlanStats, TopK, merge_topk
+from adasim_ray.engine.shard import shard_ranges
+
+
+class CacheShardActor:
+    """One shard of the bootstrapping state (use through :class:`ShardedCache`)."""
+
+    def __init__(
+        self,
+        num_images: int,
+        start: int,
+        stop: int,
+        dim: int,
+        cfg: dict[str, Any],
+        cache_dtype: str,
+        sim_dtype: str,
+        labels: np.ndarray | None,
+    ) -> None:
+        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        self._args = (num_images, start, stop, dim, BootstrapConfig(**cfg))
+        self._kwargs = {
+            "cache_dtype": cache_dtype,
+            "sim_dtype": sim_dtype,
+            "device": device,
+            "labels": None if labels is None else torch.from_numpy(labels),
+        }
+        self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]
+        self.busy_s = 0.0
+
+    def ping(self) -> str:
+        return str(self.shard.cache.device)
+
+    def reset(self) -> None:
+        """Back to an empty cache and window (a run that starts with no checkpoint)."""
+        self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]
+
+    def query_and_write(self, ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        top = self.shard.query_and_write(torch.from_numpy(ids), torch.from_numpy(feats))
+        self.busy_s += time.perf_counter() - t0
+        return top.sims.numpy(), top.ids.numpy()
+
+    def step(self, ids: np.ndarray, feats: np.ndarray) -> None:
+        """Query, write and record in one call: the whole step when this is the only shard."""
+        t0 = time.perf_counter()
+        ids_t = torch.from_numpy(ids)
+        top = self.shard.query_and_write(ids_t, torch.from_numpy(feats))
+        self.shard.record(ids_t, top)
+        self.busy_s += time.perf_counter() - t0
+
+    def record(self, ids: np.ndarray, sims: np.ndarray, nbr_ids: np.ndarray) -> None:
+        self.shard.record(torch.from_numpy(ids), TopK(torch.from_numpy(sims),
+                                                      torch.from_numpy(nbr_ids)))
+
+    def end_epoch(self) -> dict[str, int]:
+        return self.shard.end_epoch().__dict__.copy()
+
+    def partners(self) -> np.ndarray:
+        return self.shard.partners.numpy()
+
+    def epochs_closed(self) -> int:
+        return self.shard.epochs_closed
+
+    def state(self) -> dict[str, Any]:
+        return self.shard.state_dict()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.shard.load_state_dict(state)
+
+    def stats(self) -> dict[str, float]:
+        return {"busy_s": self.busy_s, "nbytes": self.shard.nbytes()}
+
+
+def shard_actor_name(run_name: str, index: int) -> str:
+    return f"adasim-cache-{run_name}-{index}"
+
+
+def create_shard_actors(
+    run_name: str,
+    num_images: int,
+    dim: int,
+    cfg: BootstrapConfig,
+    shards: int,
+    *,
+    cache_dtype: str,
+    sim_dtype: str,
+    labels: np.ndarray | None,
+    num_cpus: float = 0.0,
+    num_gpus: float = 0.0,
+) -> list[ray.actor.ActorHandle]:
+    """Start the S shard actors of a run (named, so that Train workers can find them).
+
+    They are restarted by Ray if their process dies (empty: rank 0 then restores them from the
+    last checkpoint when the Train workers restart), and spread over nodes.
+    """
+    remote = ray.remote(CacheShardActor)
+    handles = []
+    for s, (lo, hi) in enumerate(shard_ranges(num_images, shards)):
+        options = remote.options(
+            name=shard_actor_name(run_name, s),
+            get_if_exists=True,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_restarts=-1,
+            max_task_retries=0,
+            scheduling_strategy="SPREAD",
+        )
+        handles.append(
+            options.remote(num_images, lo, hi, dim, cfg.__dict__, cache_dtype, sim_dtype, labels)
+        )
+    ray.get([h.ping.remote() for h in handles])
+    return handles
+
+
+class ShardedCache:
+    """Client of the shard actors, used by rank 0 of the training job.
+
+    ``submit`` returns at once; at most ``max_in_flight`` steps are pending (backpressure).
+    Calls to one actor run in the order they were sent, so the query of batch t + 1 always
+    sees the rows written by batch t.
+    """
+
+    def __init__(self, handles: list[ray.actor.ActorHandle], topk: int, max_in_flight: int = 8):
+        self.handles, self.topk, self.max_in_flight = handles, topk, max_in_flight
+        self._pending: collections.deque[tuple[np.ndarray, list[ray.ObjectRef]]] = (
+            collections.deque()
+        )
+        self._records: list[ray.ObjectRef] = []
+
+    @classmethod
+    def by_name(cls, run_name: str, shards: int, topk: int) -> ShardedCache:
+        return cls([ray.get_actor(shard_actor_name(run_name, s)) for s in range(shards)], topk)
+
+    def submit(self, ids: np.ndarray, feats: np.ndarray) -> None:
+        """Send one global batch (ids (B,), teacher features (B, d))."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        if len(self.handles) == 1:
+            self._pending.append((ids, [self.handles[0].step.remote(ids, feats)]))
+        else:
+            refs = [h.query_and_write.remote(ids, feats) for h in self.handles]
+            self._pending.append((ids, refs))
+        while len(self._pending) > self.max_in_flight:
+            self._complete_oldest()
+
+    def _complete_oldest(self) -> None:
+        ids, refs = self._pending.popleft()
+        answers = ray.get(refs)
+        if len(self.handles) == 1:
+            return
+        parts = [TopK(torch.from_numpy(s), torch.from_numpy(i)) for s, i in answers]
+        top = merge_topk(parts, torch.from_numpy(ids), self.topk)
+        sims, nbrs = top.sims.numpy(), top.ids.numpy()
+        self._records = [r for r in self._records if not _ready(r)]
+        self._records += [h.record.remote(ids, sims, nbrs) for h in self.handles]
+
+    def flush(self) -> None:
+        """Wait until every submitted batch is queried, written and recorded."""
+        while self._pending:
+            self._complete_oldest()
+        ray.get(self._records)
+        self._records = []
+
+    def end_epoch(self) -> dict[str, float]:
+        """Close the epoch in every shard and plan the next; the Fig. 3 metrics of the plan."""
+        self.flush()
+        stats = PlanStats()
+        for counts in ray.get([h.end_epoch.remote() for h in self.handles]):
+            stats = stats + PlanStats(**counts)
+        return stats.metrics()
+
+    def partners(self) -> np.ndarray:
+        """(N,) partner of every image for the running epoch."""
+        return np.concatenate(ray.get([h.partners.remote() for h in self.handles]))
+
+    def epochs_closed(self) -> int:
+        return int(ray.get(self.handles[0].epochs_closed.remote()))
+
+    def states(self) -> list[dict[str, Any]]:
+        self.flush()
+        return ray.get([h.state.remote() for h in self.handles])
+
+    def load_states(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != len(self.handles):
+            raise ValueError(
+                f"the checkpoint has {len(states)} cache shards, this run has {len(self.handles)}"
+            )
+        ray.get([h.load_state.remote(s) for h, s in zip(self.handles, states, strict=True)])
+
+    def reset(self) -> None:
+        ray.get([h.reset.remote() for h in self.handles])
+
+    def busy_seconds(self) -> float:
+        return float(sum(s["busy_s"] for s in ray.get([h.stats.remote() for h in self.handles])))
+
+
+def _ready(ref: ray.ObjectRef) -> bool:
+    done, _ = ray.wait([ref], timeout=0)
+    return bool(done)

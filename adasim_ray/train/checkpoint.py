@@ -1,0 +1,123 @@
+"""What a checkpoint holds, how it is written once and atomically, and how resuming is checked.
+
+A checkpoint directory (handed to ``ray.train.report``, which copies it to the run's storage, a
+local path or a cloud URI) holds:
+
+- ``model.pt``: method (student, teacher, heads, DINO centre), optimiser, grad scaler, the
+  global iteration (the schedules are indexed by it), RNG state;
+- ``cache_shard_<s>.pt``: each cache shard's rows, window and partners, written by rank 0 only
+  (the shards live once, in actors, never per worker);
+- ``meta.json``: epoch, key settings and the plan metrics, written *last*: a directory without
+  it is an interrupted save and is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adasim_ray.config import PretrainConfig
+
+META = "meta.json"
+MODEL = "model.pt"
+
+#: Settings that a resumed run must share with its checkpoint (else the state means nothing).
+KEY_SETTINGS = ("num_images", "method", "backbone", "window", "topk", "cache_shards", "feat_dim")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (truncated, foreign settings, missing)."""
+
+
+def key_settings(cfg: PretrainConfig, num_images: int, feat_dim: int) -> dict[str, Any]:
+    return {
+        "num_images": num_images,
+        "method": cfg.method,
+        "backbone": cfg.backbone,
+        "window": cfg.adasim.window,
+        "topk": cfg.adasim.topk,
+        "cache_shards": cfg.ray.cache_shards,
+        "feat_dim": feat_dim,
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_checkpoint(
+    directory: str | Path,
+    *,
+    model_state: dict[str, Any],
+    shard_states: list[dict[str, Any]],
+    meta: dict[str, Any],
+) -> None:
+    """Fill ``directory`` with a complete checkpoint; ``meta.json`` is written last."""
+    directory = Path(directory)
+    _atomic_save(model_state, directory / MODEL)
+    for s, state in enumerate(shard_states):
+        _atomic_save(state, directory / f"cache_shard_{s}.pt")
+    tmp = directory / (META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, directory / META)
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / META
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {META}: the save was interrupted (not loadable)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from None
+
+
+def read_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """(meta, model state, shard states) of a complete checkpoint directory."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    try:
+        model = torch.load(directory / MODEL, map_location="cpu", weights_only=False)
+        shards = [
+            torch.load(directory / f"cache_shard_{s}.pt", map_location="cpu", weights_only=False)
+            for s in range(int(meta["settings"]["cache_shards"]))
+        ]
+    except (OSError, RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{directory}: a checkpoint file is truncated or missing ({err})") from None
+    return meta, model, shards
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], force: bool = False) -> None:
+    """Refuse to resume from a checkpoint whose key settings differ (unless forced)."""
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+        for k in KEY_SETTINGS
+        if saved.get(k) != current.get(k)
+    ]
+    if diffs and not force:
+        raise CheckpointError(
+            "cannot resume: the checkpoint was made with other key settings ("
+            + "; ".join(diffs)
+            + "); pass --force to resume anyway"
+        )
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The complete ``checkpoint_*`` directory of a run with the highest epoch, if any."""
+    best: tuple[int, str] | None = None
+    best_path = None
+    for path in Path(run_dir).glob("checkpoint_*"):
+        try:
+            meta = read_meta(path)
+        except CheckpointError:
+            continue
+        key = (int(meta["epoch"]), path.name)
+        if best is None or key > best:
+            best, best_path = key, path
+    return best_path

@@ -1,0 +1,140 @@
+"""The Ray Data pipeline that feeds the Train workers with (anchor view, partner view) pairs.
+
+Each epoch every image i is an anchor once, in an order shuffled with (seed, epoch); its partner
+j* comes from the epoch's plan (the cache shards compute it at the end of the previous epoch, so
+it is known before the epoch starts). Rank r of W reads its own dataset of positions
+``[r * P, (r + 1) * P)`` with ``P = N // W`` (the N mod W images left over change every epoch
+and are simply not anchors that epoch: the window handles unseen images). Every rank therefore
+runs the same number of steps, and which image a rank sees does not depend on Ray Data's
+scheduling: runs are reproducible.
+
+Fetching by index: Ray Data has no fast random access of its own, so the fetch stage is an
+actor-pool ``map_batches`` class that opens the image source once (MNIST is an in-memory array,
+Parquet a combined in-memory Arrow table, a folder decodes files on demand) and takes rows by
+index; decoding and augmentation happen there, off the training loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from adasim_ray.config import PretrainConfig
+from adasim_ray.recipe import make_views, open_train_source
+
+
+class PlanBoard:
+    """Holds the running epoch's number and its partner plan (an object ref, put once)."""
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.plan: list[ray.ObjectRef] = []
+
+    def publish(self, epoch: int, plan: list[ray.ObjectRef]) -> None:
+        self.epoch, self.plan = epoch, plan
+
+    def current(self) -> tuple[int, list[ray.ObjectRef]]:
+        return self.epoch, self.plan
+
+
+def plan_board_name(run_name: str) -> str:
+    return f"adasim-plan-{run_name}"
+
+
+def create_plan_board(run_name: str) -> ray.actor.ActorHandle:
+    board = (
+        ray.remote(PlanBoard)
+        .options(name=plan_board_name(run_name), get_if_exists=True, num_cpus=0, max_restarts=-1)
+        .remote()
+    )
+    ray.get(board.current.remote())
+    return board
+
+
+def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
+    """The anchors of an epoch in training order: a permutation seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, 0xADA]).permutation(num_images)
+
+
+class PairFetcher:
+    """``map_batches`` callable: positions of rank r's share -> anchor and partner views."""
+
+    def __init__(self, cfg: dict[str, Any], run_name: str, num_images: int, rank: int,
+                 world: int) -> None:
+        from adasim_ray.config import config_from_dict
+
+        self.cfg = config_from_dict(cfg)
+        self.source = open_train_source(self.cfg)
+        self.views = make_views(self.cfg, self.source)
+        self.num_images, self.rank, self.world = num_images, rank, world
+        self.per_rank = num_images // world
+        self.board = ray.get_actor(plan_board_name(run_name))
+        self._epoch = -1
+        self._order = np.empty(0, dtype=np.int64)
+        self._plan = np.empty(0, dtype=np.int64)
+
+    def _sync_epoch(self) -> None:
+        epoch, plan = ray.get(self.board.current.remote())
+        if epoch != self._epoch:
+            if epoch < 0:
+                raise RuntimeError("no partner plan was published before the epoch started")
+            self._plan = np.asarray(ray.get(plan[0]))
+            if self._plan.shape != (self.num_images,):
+                raise RuntimeError(f"plan of shape {self._plan.shape}, expected N={self.num_images}")
+            self._order = epoch_order(self.cfg.seed, epoch, self.num_images)
+            self._epoch = epoch
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._sync_epoch()
+        positions = self.rank * self.per_rank + batch["id"].astype(np.int64)
+        anchors = self._order[positions]
+        partners = self._plan[anchors]
+        anchor_images = self.source.load_many(anchors)
+        # the same image object serves both views when j* = i (no second decode)
+        partner_images = [
+            anchor_images[k] if partners[k] == anchors[k] else None for k in range(len(anchors))
+        ]
+        missing = [k for k, im in enumerate(partner_images) if im is None]
+        if missing:
+            for k, im in zip(missing, self.source.load_many(partners[missing]), strict=True):
+                partner_images[k] = im
+        anchor_views, partner_views = [], []
+        for k, position in enumerate(positions):
+            gen = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.cfg.seed, self._epoch, int(position)])
+                    .generate_state(1, dtype=np.uint64)[0] >> 1)
+            )
+            anchor_views.append(self.views.view(anchor_images[k], 0, gen))
+            partner_views.append(self.views.view(partner_images[k], 1, gen))  # type: ignore[arg-type]
+        return {
+            "anchor_id": anchors,
+            "partner_id": partners,
+            "epoch": np.full(len(anchors), self._epoch, dtype=np.int64),
+            "anchor": torch.stack(anchor_views).numpy(),
+            "partner": torch.stack(partner_views).numpy(),
+        }
+
+
+def rank_dataset(cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int,
+                 batch_size: int) -> ray.data.Dataset:
+    """Rank ``rank``'s stream of pairs: ``P = N // W`` positions mapped through the fetch actors."""
+    from adasim_ray.configfile import to_dict
+
+    per_rank = num_images // world
+    return ray.data.range(per_rank, override_num_blocks=max(1, -(-per_rank // batch_size))).map_batches(
+        PairFetcher,
+        fn_constructor_kwargs={
+            "cfg": to_dict(cfg),
+            "run_name": run_name,
+            "num_images": num_images,
+            "rank": rank,
+            "world": world,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray.fetch_actors),
+        num_cpus=cfg.ray.fetch_cpus,
+    )

@@ -1,0 +1,179 @@
+"""The driver of a pretraining run: Ray start-up, cache actors, Ray Data streams, TorchTrainer.
+
+``pretrain`` validates everything it can before any Ray work (the config, the data set and its
+size N), then starts or joins Ray, creates the S cache shard actors and the plan board, builds
+one Ray Data stream per rank and runs the ``TorchTrainer``. A run directory
+``<storage>/<run name>/`` receives ``config.yaml``, ``metrics.jsonl``, ``summary.json``,
+``tensorboard/`` and Ray Train's ``checkpoint_*`` folders.
+
+Resuming (``resume=RUN_DIR``): Ray 2.60's Train V2 continues a run that is started again with
+the same name and storage path from its latest checkpoint; the cache shards are restored from
+the same checkpoint. A checkpoint whose key settings differ is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from adasim_ray.config import ConfigError, PretrainConfig, config_from_dict, dump_config, validate
+from adasim_ray.configfile import read_yaml
+from adasim_ray.engine import BootstrapConfig
+from adasim_ray.recipe import build_backbone_for, labels_of, make_views, open_train_source
+from adasim_ray.train.checkpoint import (
+    check_compatible,
+    key_settings,
+    latest_checkpoint,
+    read_meta,
+)
+from adasim_ray.train.rundir import CONFIG, SUMMARY, MetricsLog, dumps, join, write_text
+
+
+def new_run_name(cfg: PretrainConfig) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.method}-{cfg.adasim.mode}-{stamp}-{os.getpid() % 10000:04d}"
+
+
+def init_ray(cfg: PretrainConfig) -> None:
+    """Join the cluster named by ``ray.address`` / RAY_ADDRESS, else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=True, configure_logging=False)
+
+
+def resolve_resume(resume: str, overrides_cfg: PretrainConfig | None) -> tuple[PretrainConfig, str, str]:
+    """(config, storage path, run name) of an existing run directory."""
+    run_dir = Path(resume).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume: run directory not found: {run_dir}")
+    stored = run_dir / CONFIG
+    if not stored.is_file():
+        raise ConfigError(f"--resume: {run_dir} has no {CONFIG}: not a run directory")
+    cfg = overrides_cfg if overrides_cfg is not None else config_from_dict(read_yaml(stored))
+    return validate(cfg), str(run_dir.parent), run_dir.name
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    output: str = "runs",
+    *,
+    resume: str | None = None,
+    force: bool = False,
+    run_name: str | None = None,
+    log_every: int = 20,
+) -> dict[str, Any]:
+    """Run (or resume) one pretraining run; returns its summary (also in ``summary.json``)."""
+    t_start = time.perf_counter()
+    source = open_train_source(cfg)
+    num_images = len(source)
+    validate(cfg, num_images)
+    views = make_views(cfg, source)
+    _, feat_dim = build_backbone_for(cfg, views)
+    settings = key_settings(cfg, num_images, feat_dim)
+
+    if resume is not None:
+        _, storage, run_name = resolve_resume(resume, cfg)
+        latest = latest_checkpoint(join(storage, run_name))
+        if latest is not None:
+            check_compatible(read_meta(latest)["settings"], settings, force)
+    else:
+        storage = cfg.ray.storage_path or output
+        run_name = run_name or new_run_name(cfg)
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+        Path(storage, run_name).mkdir(parents=True, exist_ok=True)
+    run_dir = join(storage, run_name)
+    write_text(join(run_dir, CONFIG), dump_config(cfg))
+
+    import ray
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from adasim_ray.train.cache_actor import create_shard_actors
+    from adasim_ray.train.loop import train_loop_per_worker
+    from adasim_ray.train.pipeline import create_plan_board, rank_dataset
+
+    init_ray(cfg)
+    t_ray = time.perf_counter()
+    bcfg = BootstrapConfig(
+        mode=cfg.adasim.mode, tau=cfg.adasim.tau, window=cfg.adasim.window,
+        topk=cfg.adasim.topk, seed=cfg.seed,
+    )
+    shards = create_shard_actors(
+        run_name, num_images, feat_dim, bcfg, cfg.ray.cache_shards,
+        cache_dtype=cfg.adasim.cache_dtype, sim_dtype=cfg.adasim.sim_dtype,
+        labels=labels_of(source), num_cpus=cfg.ray.cache_shard_cpus,
+        num_gpus=cfg.ray.cache_shard_gpus,
+    )
+    board = create_plan_board(run_name)
+    world = max(cfg.ray.num_workers, 1)
+    per_rank_batch = cfg.batch_size // world
+    datasets = {
+        f"train_{r}": rank_dataset(cfg, run_name, num_images, r, world, per_rank_batch)
+        for r in range(world)
+    }
+    local_tb = "://" not in run_dir
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": _to_dict(cfg),
+            "run_name": run_name,
+            "run_dir": run_dir,
+            "num_images": num_images,
+            "settings": settings,
+            "log_every": log_every,
+            "tensorboard_dir": join(run_dir, "tensorboard") if local_tb else None,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.ray.num_workers,
+            use_gpu=cfg.ray.use_gpu,
+            resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
+            | ({"GPU": 1} if cfg.ray.use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(
+            datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
+        ),
+    )
+    try:
+        result = trainer.fit()
+    finally:
+        for handle in [*shards, board]:
+            ray.kill(handle)
+    if result.error is not None:
+        raise result.error
+    rows = MetricsLog(run_dir).read()
+    summary = {
+        "run_dir": run_dir,
+        "run_name": run_name,
+        "num_images": num_images,
+        "feat_dim": feat_dim,
+        "epochs": len(rows),
+        "final": rows[-1] if rows else {},
+        "startup_s": t_ray - t_start,
+        "wall_s": time.perf_counter() - t_start,
+        "checkpoint": None if result.checkpoint is None else result.checkpoint.path,
+    }
+    write_text(join(run_dir, SUMMARY), dumps(summary))
+    return summary
+
+
+def _to_dict(cfg: PretrainConfig) -> dict[str, Any]:
+    from adasim_ray.configfile import to_dict
+
+    return to_dict(cfg)

@@ -1,0 +1,86 @@
+"""A run directory on the run's storage (a local path or a cloud URI, through pyarrow's file
+systems): ``config.yaml``, ``metrics.jsonl`` (one JSON object per epoch), ``summary.json``, and
+the ``checkpoint_*`` folders that Ray Train writes beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pyarrow.fs as pafs
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(file system, path) of a local path or a URI such as s3://bucket/runs."""
+    return pafs.FileSystem.from_uri(uri if "://" in uri else _absolute(uri))
+
+
+def _absolute(path: str) -> str:
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())
+
+
+def join(base: str, *names: str) -> str:
+    return "/".join([base.rstrip("/"), *names])
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a small file whole (temp name, then move: readers never see half of it)."""
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = path + ".tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode())
+    fs.move(tmp, path)
+
+
+def read_text(uri: str) -> str | None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN (as null), so that any JSON reader can read the files."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_clean(obj))
+
+
+class MetricsLog:
+    """``metrics.jsonl`` of a run: one line per finished epoch, rewritten whole on each append
+    (small; works on object stores that cannot append)."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.uri = join(run_dir, METRICS)
+
+    def read(self) -> list[dict[str, Any]]:
+        text = read_text(self.uri) or ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def truncate(self, epochs_done: int) -> None:
+        """Keep the lines of epochs 1..epochs_done (a resumed run redoes the later ones)."""
+        rows = [r for r in self.read() if int(r["epoch"]) <= epochs_done]
+        write_text(self.uri, "".join(dumps(r) + "\n" for r in rows))
+
+    def append(self, row: dict[str, Any]) -> None:
+        rows = self.read() + [row]
+        write_text(self.uri, "".join(dumps(r) + "\n" for r in rows))
