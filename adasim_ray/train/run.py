@@ -104,6 +104,8 @@ def pretrain(
 
     init_ray(cfg)
     t_ray = time.perf_counter()
+    # One line of progress per logged step is ours; Ray Data's bars would flood the console.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     bcfg = BootstrapConfig(
         mode=cfg.adasim.mode, tau=cfg.adasim.tau, window=cfg.adasim.window,
         topk=cfg.adasim.topk, seed=cfg.seed,
