@@ -66,11 +66,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _baselines(cfg: Any) -> list[tuple[str, float | None]]:
     """k-NN of the same network at random init, and of raw pixels, on the same split."""
-    from adasim_ray.evaluation.protocol import evaluate_raw_pixels
-    from adasim_ray.recipe import build_backbone_for, knn_evaluation, make_views
-    from adasim_ray.recipe import open_eval_sources, open_train_source
-
     import torch
+
+    from adasim_ray.evaluation.protocol import evaluate_raw_pixels
+    from adasim_ray.recipe import (
+        build_backbone_for,
+        knn_evaluation,
+        make_views,
+        open_eval_sources,
+        open_train_source,
+    )
 
     sources = open_eval_sources(cfg)
     views = make_views(cfg, open_train_source(cfg))
@@ -96,10 +101,68 @@ def _table(rows: list[tuple[str, float | None]], cfg: Any) -> str:
     return "\n".join(lines)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from adasim_ray.evaluation.cli import run_eval
+def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
+    """(eval backbone, its run config) of a run directory or one checkpoint directory."""
+    from adasim_ray.config import config_from_dict
+    from adasim_ray.configfile import read_yaml
+    from adasim_ray.recipe import build_model
+    from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
 
-    result = run_eval(args)
+    ckpt = Path(path)
+    if not ckpt.exists():
+        raise UserError(f"--checkpoint: {path} does not exist")
+    if not (ckpt / "model.pt").is_file():
+        found = latest_checkpoint(ckpt)
+        if found is None:
+            raise UserError(f"--checkpoint: no complete checkpoint in {path}")
+        ckpt = found
+    run_config = ckpt.parent / "config.yaml"
+    if not run_config.is_file():
+        raise UserError(f"--checkpoint: {ckpt.parent} has no config.yaml (not a run directory)")
+    cfg = config_from_dict(read_yaml(run_config))
+    meta, state, _ = read_checkpoint(ckpt)
+    views = views_for(cfg)
+    model = build_model(cfg, views, int(meta["settings"]["num_images"]))
+    model.load_state_dict(state["model"])
+    return model.eval_backbone(), cfg
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from adasim_ray.augmentations import GlobalViews
+    from adasim_ray.backbones import build_backbone
+    from adasim_ray.data import FirstImages, open_source
+    from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
+
+    train, test = open_source(args.data, "train"), open_source(args.data, "test")
+    if args.max_train is not None and args.max_train < len(train):
+        train = FirstImages(train, args.max_train)
+    if args.max_test is not None and args.max_test < len(test):
+        test = FirstImages(test, args.max_test)
+    protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed}
+    if args.raw_pixels:
+        what = "raw pixels"
+        result = evaluate_raw_pixels(train, test, size=train.native_size or 224, **protocol)
+    else:
+        if args.checkpoint:
+            from adasim_ray.recipe import make_views
+
+            backbone, cfg = _checkpoint_backbone(args.checkpoint, lambda c: make_views(c, train))
+            views = make_views(cfg, train)
+            what = f"checkpoint {args.checkpoint}"
+        else:
+            views = GlobalViews.for_source(train)
+            backbone, _ = build_backbone(
+                args.random_init, image_size=views.size, in_chans=views.channels
+            )
+            what = f"{args.random_init} at random init"
+        result = evaluate_backbone(backbone, train, test, views.eval_transform, **protocol)
+    result["features"] = what
+    result["data"] = args.data
+    print(f"{what} on {args.data}: n_train={result['n_train']} n_test={result['n_test']}")
+    for key in ("knn_top1", "knn_top5", "linear_top1"):
+        print(f"  {key}: {_fmt(result.get(key))}")
+    if result.get("fewshot_mean") is not None:
+        print(f"  fewshot 5-way 5-shot: {result['fewshot_mean']:.4f} +- {result['fewshot_ci95']:.4f}")
     if args.json:
         print(json.dumps(result))
     return 0

@@ -121,3 +121,20 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         if best is None or key > best:
             best, best_path = key, path
     return best_path
+
+
+def keep_local_checkpoint(directory: str | Path, run_dir: str | Path, epoch: int, keep: int = 2) -> Path:
+    """Move a finished checkpoint into ``run_dir/checkpoint_epoch_<epoch>`` (a rename: atomic on
+    one file system) and keep only the ``keep`` newest; used where Ray Train keeps none."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    target = run_dir / f"checkpoint_epoch_{epoch:05d}"
+    staging = run_dir / f".staging_epoch_{epoch:05d}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(directory, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    for old in sorted(run_dir.glob("checkpoint_epoch_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target

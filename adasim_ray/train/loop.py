@@ -30,10 +30,20 @@ import torch.distributed as dist
 
 from adasim_ray.config import config_from_dict
 from adasim_ray.methods import train_step
-from adasim_ray.recipe import build_model, knn_evaluation, make_views, open_eval_sources
-from adasim_ray.recipe import open_train_source
+from adasim_ray.recipe import (
+    build_model,
+    knn_evaluation,
+    make_views,
+    open_eval_sources,
+    open_train_source,
+)
 from adasim_ray.train.cache_actor import ShardedCache
-from adasim_ray.train.checkpoint import read_checkpoint, write_checkpoint
+from adasim_ray.train.checkpoint import (
+    keep_local_checkpoint,
+    latest_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
@@ -77,10 +87,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         cache = ShardedCache.by_name(run_name, cfg.ray.cache_shards, cfg.adasim.topk)
         board = ray.get_actor(plan_board_name(run_name))
     start_epoch, plan_metrics = 0, {"bootstrap_ratio": 0.0, "nn_top1": None, "nn2_top1": None}
+    local_mode = bool(loop_config.get("local_mode"))
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            meta, state, shard_states = read_checkpoint(directory)
+    local_ckpt = latest_checkpoint(loop_config["run_dir"]) if local_mode else None
+    if checkpoint is not None or local_ckpt is not None:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                meta, state, shard_states = read_checkpoint(directory)
+        else:
+            meta, state, shard_states = read_checkpoint(local_ckpt)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -208,7 +223,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             print(f"[adasim] epoch {epoch + 1} done: {json.dumps(metrics)}", flush=True)
             plan_metrics = next_plan
         report_metrics = {k: v for k, v in metrics.items() if v is not None}
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and local_mode:
+            # Local mode (num_workers=0) keeps no checkpoints of its own: persist it here.
+            keep_local_checkpoint(ckpt_dir, loop_config["run_dir"], epoch + 1)
+            ray.train.report(report_metrics)
+        elif ckpt_dir is not None:
             ray.train.report(
                 report_metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir)
             )

@@ -118,15 +118,36 @@ class PairFetcher:
         }
 
 
+_FETCHERS: dict[tuple[Any, ...], PairFetcher] = {}
+
+
+def fetch_pairs(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, np.ndarray]:
+    """Ray Data task body: the process keeps one opened :class:`PairFetcher` per run and rank,
+    so the image source is opened once per worker process, not once per epoch or block."""
+    key = (kwargs["run_name"], kwargs["rank"], kwargs["world"])
+    fetcher = _FETCHERS.get(key)
+    if fetcher is None:
+        fetcher = _FETCHERS[key] = PairFetcher(**kwargs)
+    return fetcher(batch)
+
+
 def rank_dataset(cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int,
                  batch_size: int) -> ray.data.Dataset:
-    """Rank ``rank``'s stream of pairs: ``P = N // W`` positions mapped through the fetch actors."""
+    """Rank ``rank``'s stream of pairs: ``P = N // W`` positions mapped through the fetch tasks.
+
+    Tasks rather than an actor pool: Ray Data builds an actor pool anew for every execution,
+    i.e. every epoch (seconds each), while task processes and their opened source persist.
+    """
     from adasim_ray.configfile import to_dict
 
     per_rank = num_images // world
-    return ray.data.range(per_rank, override_num_blocks=max(1, -(-per_rank // batch_size))).map_batches(
-        PairFetcher,
-        fn_constructor_kwargs={
+    blocks = max(1, -(-per_rank // batch_size))
+    positions = ray.data.range(per_rank, override_num_blocks=blocks)
+    # Same seed and config, same batches in the same order: runs are reproducible.
+    positions.context.execution_options.preserve_order = True
+    return positions.map_batches(
+        fetch_pairs,
+        fn_kwargs={
             "cfg": to_dict(cfg),
             "run_name": run_name,
             "num_images": num_images,
@@ -135,6 +156,6 @@ def rank_dataset(cfg: PretrainConfig, run_name: str, num_images: int, rank: int,
         },
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.ray.fetch_actors),
+        concurrency=cfg.ray.fetch_actors,
         num_cpus=cfg.ray.fetch_cpus,
     )

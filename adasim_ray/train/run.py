@@ -105,7 +105,9 @@ def pretrain(
     init_ray(cfg)
     t_ray = time.perf_counter()
     # One line of progress per logged step is ours; Ray Data's bars would flood the console.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    data_context = ray.data.DataContext.get_current()
+    data_context.enable_progress_bars = False
+    data_context.execution_options.preserve_order = True
     bcfg = BootstrapConfig(
         mode=cfg.adasim.mode, tau=cfg.adasim.tau, window=cfg.adasim.window,
         topk=cfg.adasim.topk, seed=cfg.seed,
@@ -133,6 +135,7 @@ def pretrain(
             "num_images": num_images,
             "settings": settings,
             "log_every": log_every,
+            "local_mode": cfg.ray.num_workers == 0,
             "tensorboard_dir": join(run_dir, "tensorboard") if local_tb else None,
         },
         scaling_config=ScalingConfig(

@@ -1,0 +1,142 @@
+"""One optimisation step, shared by every method: the protocol a method implements and
+``train_step``, the only training loop body the Ray layer needs.
+
+A step of AdaSim (Algorithm 1, lines 5-21) with the partner j* already chosen is the base
+method's step on the pair (t(x_i), t'(x_j*)) plus one output: the anchor feature z_i that the
+similarity cache stores. The order follows DINO's ``train_one_epoch``: set the scheduled
+lr / weight decay, forward, backward, clip, cancel the frozen last layer's gradients,
+optimiser step, EMA update of the teacher.
+
+Examples:
+    >>> out = train_step(method, optimizer, anchor, partner, it)  # doctest: +SKIP
+    >>> cache.write(indices, out.anchor_feature)                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+__all__ = ["Method", "StepOutput", "check_finite", "schedule_at", "train_step"]
+
+
+@dataclass
+class StepOutput:
+    """What one step returns.
+
+    Attributes:
+        loss: the scalar training loss (with its graph until ``backward``).
+        anchor_feature: (B, feat_dim) float32, detached: the backbone feature of the anchor
+            view t(x_i) (DINO: teacher backbone; SimSiam: the encoder, without gradient).
+            This is what the similarity cache stores; never the partner's feature.
+        monitors: floats to log: ``loss``, ``z_std`` and method-specific ones.
+    """
+
+    loss: torch.Tensor
+    anchor_feature: torch.Tensor
+    monitors: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What ``train_step`` and the Ray layer need from a self-distillation method.
+
+    ``forward(anchor, partner, it)`` (so that a ``DistributedDataParallel`` wrapper
+    synchronises gradients) is the same as ``step(anchor, partner, it)``.
+    """
+
+    feat_dim: int
+    iters_per_epoch: int
+    total_iters: int
+
+    def __call__(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
+                 it: int) -> StepOutput: ...
+
+    def step(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
+             it: int) -> StepOutput: ...
+
+    def build_optimizer(self) -> torch.optim.Optimizer: ...
+
+    def apply_schedules(self, optimizer: torch.optim.Optimizer, it: int) -> None: ...
+
+    def prepare_gradients(self, it: int) -> None: ...
+
+    def after_step(self, it: int) -> None: ...
+
+    def eval_backbone(self) -> nn.Module: ...
+
+
+def schedule_at(values: np.ndarray, it: int, name: str) -> float:
+    """``values[it]`` as a float, with an error that says which schedule ran out."""
+    if not 0 <= it < len(values):
+        raise IndexError(f"iteration {it} is outside the {name} schedule of {len(values)} "
+                         "iterations (epochs x iters_per_epoch); was the method built for "
+                         "this many epochs?")
+    return float(values[it])
+
+
+def check_finite(loss: torch.Tensor, it: int, method: str, iters_per_epoch: int) -> None:
+    """Stop the run on a NaN / inf loss instead of training on garbage (DINO exits too)."""
+    if not bool(torch.isfinite(loss.detach())):
+        raise FloatingPointError(
+            f"{method} loss is {loss.item()} at iteration {it} (epoch "
+            f"{it // iters_per_epoch}): training diverged; lower the learning rate, raise "
+            "the warm-up, or check the input images"
+        )
+
+
+def _unwrap(method: nn.Module) -> Method:
+    return method.module if isinstance(method, DistributedDataParallel) else method  # type: ignore[return-value]
+
+
+def train_step(
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    anchor_view: torch.Tensor,
+    partner_view: torch.Tensor,
+    it: int,
+    scaler: torch.amp.GradScaler | None = None,
+) -> StepOutput:
+    """One full optimisation step at global iteration ``it``.
+
+    Args:
+        method: a ``DINO`` or ``SimSiam`` (or a ``DistributedDataParallel`` wrapping one).
+        optimizer: from ``method.build_optimizer()``.
+        anchor_view: t(x_i), (B, C, S, S).
+        partner_view: t'(x_j*), (B, C, S, S); j* = i for a standard positive pair.
+        it: global iteration (epoch * iters_per_epoch + step), indexes every schedule.
+        scaler: a GradScaler to train in mixed precision (autocast on the views' device);
+            None trains in float32.
+
+    Returns:
+        The method's ``StepOutput``; ``monitors`` also holds the ``lr`` used.
+
+    Raises:
+        FloatingPointError: if the loss is not finite.
+    """
+    core = _unwrap(method)
+    core.apply_schedules(optimizer, it)
+    optimizer.zero_grad(set_to_none=True)
+    autocast = (torch.autocast(device_type=anchor_view.device.type) if scaler is not None
+                else contextlib.nullcontext())
+    with autocast:
+        out: StepOutput = method(anchor_view, partner_view, it)
+    if scaler is None:
+        out.loss.backward()
+        core.prepare_gradients(it)
+        optimizer.step()
+    else:
+        scaler.scale(out.loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        core.prepare_gradients(it)
+        scaler.step(optimizer)
+        scaler.update()
+    core.after_step(it)
+    out.monitors["lr"] = float(optimizer.param_groups[0]["lr"])
+    return out
