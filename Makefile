@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) launch.py pretrain
+	$(PY) launch.py pretrain --baselines
 
 test: $(STAMP)
 	$(PY) -m ruff check adasim_ray tests benchmarks launch.py

@@ -83,7 +83,11 @@ def _baselines(cfg: Any) -> list[tuple[str, float | None]]:
     backbone, _ = build_backbone_for(cfg, views)
     random_init = knn_evaluation(backbone, cfg, sources, views)["knn_top1"]
     raw = evaluate_raw_pixels(
-        sources[0], sources[1], linear=False, fewshot=False, k=cfg.eval.knn_k,
+        sources[0],
+        sources[1],
+        linear=False,
+        fewshot=False,
+        k=cfg.eval.knn_k,
         T=cfg.eval.knn_temperature,
     )["knn_top1"]
     return [("same network, random init", random_init), ("raw pixels", raw)]
@@ -162,7 +166,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key in ("knn_top1", "knn_top5", "linear_top1"):
         print(f"  {key}: {_fmt(result.get(key))}")
     if result.get("fewshot_mean") is not None:
-        print(f"  fewshot 5-way 5-shot: {result['fewshot_mean']:.4f} +- {result['fewshot_ci95']:.4f}")
+        print(
+            f"  fewshot 5-way 5-shot: {result['fewshot_mean']:.4f} +- {result['fewshot_ci95']:.4f}"
+        )
     if args.json:
         print(json.dumps(result))
     return 0
@@ -172,7 +178,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from adasim_ray.data import convert_folder_to_parquet
 
     summary = convert_folder_to_parquet(
-        args.folder, args.out_dir, rows_per_shard=args.rows_per_shard,
+        args.folder,
+        args.out_dir,
+        rows_per_shard=args.rows_per_shard,
         skip_corrupt=args.skip_corrupt,
     )
     print(json.dumps(summary))
@@ -192,13 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data set: mnist | digits | folder:PATH | parquet:PATH")
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--output", default="runs", help="where run directories go (default: runs)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config field by its dotted name, e.g. adasim.tau=0.3")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field by its dotted name, e.g. adasim.tau=0.3",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--force", action="store_true",
-                   help="resume even if key settings differ from the checkpoint's")
-    p.add_argument("--baselines", action="store_true",
-                   help="also print the k-NN of the random-init network and of raw pixels")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even if key settings differ from the checkpoint's",
+    )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also print the k-NN of the random-init network and of raw pixels",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON last")
     p.set_defaults(func=cmd_pretrain)
 

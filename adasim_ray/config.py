@@ -173,7 +173,9 @@ class PretrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> PretrainConfig:
     """Read a YAML config (None = the defaults), apply ``key=value`` overrides, validate.
 
     Raises:
@@ -192,8 +194,9 @@ def config_from_dict(data: dict[str, Any]) -> PretrainConfig:
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:  # a section's own checks (e.g. DINOConfig)
-        raise ConfigError(str(err).replace("DINOConfig.", "dino.").replace(
-            "SimSiamConfig.", "simsiam.")) from None
+        raise ConfigError(
+            str(err).replace("DINOConfig.", "dino.").replace("SimSiamConfig.", "simsiam.")
+        ) from None
 
 
 def _positive_int(value: int | None, name: str, minimum: int = 1) -> None:

@@ -98,19 +98,19 @@ def bench_query(args: argparse.Namespace) -> dict[str, float]:
 
     whole = make_cache(0, n)
     query_s, top = best_time(lambda: whole.query(queries, ids, k), args.repeats)
-    del whole
+    whole = None  # free its rows before the next copy
     bounds = [round(s * n / args.shards) for s in range(args.shards + 1)]
     shards = [make_cache(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     sharded_s, merged = best_time(
         lambda: merge_topk([c.query(queries, ids, k) for c in shards], ids, k), args.repeats
     )
-    del shards
+    shards = []
 
     faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.IndexFlatIP(d)
     index.add(rows.numpy())
     faiss_s, (_, faiss_ids) = best_time(lambda: index.search(queries.numpy(), k), args.repeats)
-    del index
+    index = None
     agree = float((top.ids == torch.from_numpy(faiss_ids)).float().mean())
     return {
         "n": n,

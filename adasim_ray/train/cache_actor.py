@@ -42,7 +42,7 @@ class CacheShardActor:
             "cache_dtype": cache_dtype,
             "sim_dtype": sim_dtype,
             "device": device,
-            "labels": None if labels is None else torch.from_numpy(labels),
+            "labels": None if labels is None else torch.tensor(labels),
         }
         self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]
         self.busy_s = 0.0
@@ -56,21 +56,20 @@ class CacheShardActor:
 
     def query_and_write(self, ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
-        top = self.shard.query_and_write(torch.from_numpy(ids), torch.from_numpy(feats))
+        top = self.shard.query_and_write(torch.tensor(ids), torch.tensor(feats))
         self.busy_s += time.perf_counter() - t0
         return top.sims.numpy(), top.ids.numpy()
 
     def step(self, ids: np.ndarray, feats: np.ndarray) -> None:
         """Query, write and record in one call: the whole step when this is the only shard."""
         t0 = time.perf_counter()
-        ids_t = torch.from_numpy(ids)
-        top = self.shard.query_and_write(ids_t, torch.from_numpy(feats))
+        ids_t = torch.tensor(ids)
+        top = self.shard.query_and_write(ids_t, torch.tensor(feats))
         self.shard.record(ids_t, top)
         self.busy_s += time.perf_counter() - t0
 
     def record(self, ids: np.ndarray, sims: np.ndarray, nbr_ids: np.ndarray) -> None:
-        self.shard.record(torch.from_numpy(ids), TopK(torch.from_numpy(sims),
-                                                      torch.from_numpy(nbr_ids)))
+        self.shard.record(torch.tensor(ids), TopK(torch.tensor(sims), torch.tensor(nbr_ids)))
 
     def end_epoch(self) -> dict[str, int]:
         return self.shard.end_epoch().__dict__.copy()
@@ -168,8 +167,8 @@ class ShardedCache:
         answers = ray.get(refs)
         if len(self.handles) == 1:
             return
-        parts = [TopK(torch.from_numpy(s), torch.from_numpy(i)) for s, i in answers]
-        top = merge_topk(parts, torch.from_numpy(ids), self.topk)
+        parts = [TopK(torch.tensor(s), torch.tensor(i)) for s, i in answers]
+        top = merge_topk(parts, torch.tensor(ids), self.topk)
         sims, nbrs = top.sims.numpy(), top.ids.numpy()
         self._records = [r for r in self._records if not _ready(r)]
         self._records += [h.record.remote(ids, sims, nbrs) for h in self.handles]

@@ -89,7 +89,9 @@ def read_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, An
             for s in range(int(meta["settings"]["cache_shards"]))
         ]
     except (OSError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{directory}: a checkpoint file is truncated or missing ({err})") from None
+        raise CheckpointError(
+            f"{directory}: a checkpoint file is truncated or missing ({err})"
+        ) from None
     return meta, model, shards
 
 
@@ -123,7 +125,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return best_path
 
 
-def keep_local_checkpoint(directory: str | Path, run_dir: str | Path, epoch: int, keep: int = 2) -> Path:
+def keep_local_checkpoint(
+    directory: str | Path, run_dir: str | Path, epoch: int, keep: int = 2
+) -> Path:
     """Move a finished checkpoint into ``run_dir/checkpoint_epoch_<epoch>`` (a rename: atomic on
     one file system) and keep only the ``keep`` newest; used where Ray Train keeps none."""
     import shutil

@@ -188,10 +188,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                 )
                 metrics["knn_top1"] = result["knn_top1"]
                 if final:
-                    metrics.update({
-                        k: result[k]
-                        for k in ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
-                    })
+                    metrics.update(
+                        {
+                            k: result[k]
+                            for k in ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
+                        }
+                    )
             metrics["cache_busy_s"] = cache.busy_seconds()
             metrics["wall_s"] = time.perf_counter() - epoch_t0
             if final or (epoch + 1) % cfg.checkpoint_every == 0:
@@ -216,9 +218,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             metrics_log.append(metrics)
             if writer is not None:
                 for key, value in metrics.items():
-                    if isinstance(value, (int, float)) and value is not None and key != "epoch":
-                        if not (isinstance(value, float) and math.isnan(value)):
-                            writer.add_scalar(f"train/{key}", value, epoch + 1)
+                    if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                        writer.add_scalar(f"train/{key}", value, epoch + 1)
                 writer.flush()
             print(f"[adasim] epoch {epoch + 1} done: {json.dumps(metrics)}", flush=True)
             plan_metrics = next_plan
@@ -235,6 +236,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         else:
             ray.train.report(report_metrics)
         last = metrics
+        if loop_config.get("stop_after") is not None and epoch + 1 >= loop_config["stop_after"]:
+            break
     if writer is not None:
         writer.close()
     return last

@@ -62,8 +62,9 @@ def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
 class PairFetcher:
     """``map_batches`` callable: positions of rank r's share -> anchor and partner views."""
 
-    def __init__(self, cfg: dict[str, Any], run_name: str, num_images: int, rank: int,
-                 world: int) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], run_name: str, num_images: int, rank: int, world: int
+    ) -> None:
         from adasim_ray.config import config_from_dict
 
         self.cfg = config_from_dict(cfg)
@@ -83,13 +84,15 @@ class PairFetcher:
                 raise RuntimeError("no partner plan was published before the epoch started")
             self._plan = np.asarray(ray.get(plan[0]))
             if self._plan.shape != (self.num_images,):
-                raise RuntimeError(f"plan of shape {self._plan.shape}, expected N={self.num_images}")
+                raise RuntimeError(
+                    f"plan of shape {self._plan.shape}, expected N={self.num_images}"
+                )
             self._order = epoch_order(self.cfg.seed, epoch, self.num_images)
             self._epoch = epoch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._sync_epoch()
-        positions = self.rank * self.per_rank + batch["id"].astype(np.int64)
+        positions = self.rank * self.per_rank + batch["data"].astype(np.int64)
         anchors = self._order[positions]
         partners = self._plan[anchors]
         anchor_images = self.source.load_many(anchors)
@@ -104,8 +107,12 @@ class PairFetcher:
         anchor_views, partner_views = [], []
         for k, position in enumerate(positions):
             gen = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([self.cfg.seed, self._epoch, int(position)])
-                    .generate_state(1, dtype=np.uint64)[0] >> 1)
+                int(
+                    np.random.SeedSequence(
+                        [self.cfg.seed, self._epoch, int(position)]
+                    ).generate_state(1, dtype=np.uint64)[0]
+                    >> 1
+                )
             )
             anchor_views.append(self.views.view(anchor_images[k], 0, gen))
             partner_views.append(self.views.view(partner_images[k], 1, gen))  # type: ignore[arg-type]
@@ -131,8 +138,9 @@ def fetch_pairs(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, np.nda
     return fetcher(batch)
 
 
-def rank_dataset(cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int,
-                 batch_size: int) -> ray.data.Dataset:
+def rank_dataset(
+    cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int, batch_size: int
+) -> ray.data.Dataset:
     """Rank ``rank``'s stream of pairs: ``P = N // W`` positions mapped through the fetch tasks.
 
     Tasks rather than an actor pool: Ray Data builds an actor pool anew for every execution,
@@ -142,7 +150,9 @@ def rank_dataset(cfg: PretrainConfig, run_name: str, num_images: int, rank: int,
 
     per_rank = num_images // world
     blocks = max(1, -(-per_rank // batch_size))
-    positions = ray.data.range(per_rank, override_num_blocks=blocks)
+    # In-memory blocks rather than ray.data.range: a read task needs a CPU, and the Train
+    # workers may hold all of them (2 workers on 2 CPUs: the read would wait forever).
+    positions = ray.data.from_numpy(np.array_split(np.arange(per_rank, dtype=np.int64), blocks))
     # Same seed and config, same batches in the same order: runs are reproducible.
     positions.context.execution_options.preserve_order = True
     return positions.map_batches(

@@ -49,7 +49,9 @@ def init_ray(cfg: PretrainConfig) -> None:
         ray.init(include_dashboard=True, configure_logging=False)
 
 
-def resolve_resume(resume: str, overrides_cfg: PretrainConfig | None) -> tuple[PretrainConfig, str, str]:
+def resolve_resume(
+    resume: str, overrides_cfg: PretrainConfig | None
+) -> tuple[PretrainConfig, str, str]:
     """(config, storage path, run name) of an existing run directory."""
     run_dir = Path(resume).expanduser().resolve()
     if not run_dir.is_dir():
@@ -69,8 +71,13 @@ def pretrain(
     force: bool = False,
     run_name: str | None = None,
     log_every: int = 20,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one pretraining run; returns its summary (also in ``summary.json``)."""
+    """Run (or resume) one pretraining run; returns its summary (also in ``summary.json``).
+
+    ``stop_after`` ends the run after that many epochs as if it had been interrupted (the
+    schedules still span ``cfg.epochs``): a hook for resume tests and time-boxed jobs.
+    """
     t_start = time.perf_counter()
     source = open_train_source(cfg)
     num_images = len(source)
@@ -109,13 +116,22 @@ def pretrain(
     data_context.enable_progress_bars = False
     data_context.execution_options.preserve_order = True
     bcfg = BootstrapConfig(
-        mode=cfg.adasim.mode, tau=cfg.adasim.tau, window=cfg.adasim.window,
-        topk=cfg.adasim.topk, seed=cfg.seed,
+        mode=cfg.adasim.mode,
+        tau=cfg.adasim.tau,
+        window=cfg.adasim.window,
+        topk=cfg.adasim.topk,
+        seed=cfg.seed,
     )
     shards = create_shard_actors(
-        run_name, num_images, feat_dim, bcfg, cfg.ray.cache_shards,
-        cache_dtype=cfg.adasim.cache_dtype, sim_dtype=cfg.adasim.sim_dtype,
-        labels=labels_of(source), num_cpus=cfg.ray.cache_shard_cpus,
+        run_name,
+        num_images,
+        feat_dim,
+        bcfg,
+        cfg.ray.cache_shards,
+        cache_dtype=cfg.adasim.cache_dtype,
+        sim_dtype=cfg.adasim.sim_dtype,
+        labels=labels_of(source),
+        num_cpus=cfg.ray.cache_shard_cpus,
         num_gpus=cfg.ray.cache_shard_gpus,
     )
     board = create_plan_board(run_name)
@@ -136,6 +152,7 @@ def pretrain(
             "settings": settings,
             "log_every": log_every,
             "local_mode": cfg.ray.num_workers == 0,
+            "stop_after": stop_after,
             "tensorboard_dir": join(run_dir, "tensorboard") if local_tb else None,
         },
         scaling_config=ScalingConfig(

@@ -1,0 +1,160 @@
+"""What the Ray machinery and AdaSim cost per training step, measured side by side in one run.
+
+1. Ray pretraining, plain baseline (``adasim.mode=none``): steady images/s (epochs after the
+   first), and the start-up time apart.
+2. The same with AdaSim (w = 1, so bootstrapping and the cache run from epoch 2).
+3. The same training step in a bare single-process loop without Ray, on batches of views made
+   beforehand (the training compute alone).
+4. The partner fetch alone (load by index + the two views), pairs/s in one process.
+
+Same backbone, batch, data and threads for all. The last line is one JSON object with
+``adasim_vs_baseline``, ``ray_vs_bare``, ``startup_s`` and the raw figures. Targets:
+adasim_vs_baseline >= 0.95, ray_vs_bare >= 0.9.
+
+    python benchmarks/step_overhead.py [--images 2048] [--epochs 3] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float]:
+    """(steady images/s over epochs 2.., start-up seconds before the first step)."""
+    from adasim_ray.config import load_config
+    from adasim_ray.train.run import pretrain
+    from adasim_ray.train.rundir import MetricsLog
+
+    cfg = load_config(
+        None,
+        [
+            f"data={args.data}",
+            f"limit_images={args.images}",
+            f"epochs={args.epochs}",
+            f"batch_size={args.batch}",
+            f"backbone={args.backbone}",
+            f"adasim.mode={mode}",
+            "adasim.window=1",
+            "adasim.topk=5",
+            "adasim.tau=0.2",
+            "ray.num_workers=1",
+            f"ray.cpus_per_worker={args.cpus}",
+            "eval.knn_every=0",
+            "eval.max_train=256",
+            "eval.max_test=64",
+            "eval.linear=false",
+            "eval.fewshot=false",
+            "dino.out_dim=1024",
+            "dino.hidden_dim=512",
+            "dino.bottleneck_dim=128",
+            "dino.warmup_epochs=1",
+            f"checkpoint_every={args.epochs}",
+        ],
+    )
+    t0 = time.perf_counter()
+    summary = pretrain(cfg, out, log_every=10_000)
+    total = time.perf_counter() - t0
+    rows = MetricsLog(summary["run_dir"]).read()
+    steady = float(np.mean([r["images_per_s"] for r in rows[1:]]))
+    train = sum(r["wall_s"] for r in rows)
+    return steady, total - train
+
+
+def bare_loop(args: argparse.Namespace) -> float:
+    """Images/s of train_step on pre-made views, no Ray, one process."""
+    from adasim_ray.config import load_config
+    from adasim_ray.methods import train_step
+    from adasim_ray.recipe import build_model, make_views, open_train_source
+
+    torch.set_num_threads(args.cpus)
+    cfg = load_config(
+        None,
+        [
+            f"data={args.data}",
+            f"limit_images={args.images}",
+            f"epochs={args.epochs}",
+            f"batch_size={args.batch}",
+            f"backbone={args.backbone}",
+            "dino.out_dim=1024",
+            "dino.hidden_dim=512",
+            "dino.bottleneck_dim=128",
+            "dino.warmup_epochs=1",
+        ],
+    )
+    source = open_train_source(cfg)
+    views = make_views(cfg, source)
+    model = build_model(cfg, views, len(source))
+    optimizer = model.build_optimizer()
+    images = source.load_many(np.arange(args.batch * 4) % len(source))
+    batches = [
+        (views.views(images[k : k + args.batch], 0), views.views(images[k : k + args.batch], 1))
+        for k in range(0, len(images), args.batch)
+    ]
+    train_step(model, optimizer, *batches[0], 0)  # warm-up
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.bare_seconds:
+        anchor, partner = batches[steps % len(batches)]
+        train_step(model, optimizer, anchor, partner, 1 + steps % (model.total_iters - 1))
+        steps += 1
+    return steps * args.batch / (time.perf_counter() - t0)
+
+
+def fetch_rate(args: argparse.Namespace) -> float:
+    """Pairs/s of the partner fetch (images by index, two views) in one process."""
+    from adasim_ray.config import load_config
+    from adasim_ray.recipe import make_views, open_train_source
+
+    cfg = load_config(None, [f"data={args.data}", f"limit_images={args.images}"])
+    source = open_train_source(cfg)
+    views = make_views(cfg, source)
+    rng = np.random.default_rng(0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 5:
+        ids = rng.integers(0, len(source), size=args.batch)
+        imgs = source.load_many(ids)
+        for k, im in enumerate(imgs):
+            gen = torch.Generator().manual_seed(int(ids[k]))
+            views.view(im, 0, gen)
+            views.view(imgs[-k - 1], 1, gen)
+        n += len(ids)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--backbone", default="vit_tiny_cpu")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs (threads) of the one worker")
+    parser.add_argument("--bare-seconds", type=float, default=30.0)
+    args = parser.parse_args()
+
+    import ray
+
+    ray.init(num_cpus=args.cpus, configure_logging=False)
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as out:
+        result["baseline_images_per_s"], result["startup_s"] = ray_run(args, "none", out)
+        print(f"[baseline] {result['baseline_images_per_s']:.1f} img/s", flush=True)
+        result["adasim_images_per_s"], result["adasim_startup_s"] = ray_run(args, "adasim", out)
+        print(f"[adasim] {result['adasim_images_per_s']:.1f} img/s", flush=True)
+    ray.shutdown()
+    result["bare_images_per_s"] = bare_loop(args)
+    print(f"[bare] {result['bare_images_per_s']:.1f} img/s", flush=True)
+    result["fetch_pairs_per_s"] = fetch_rate(args)
+    print(f"[fetch] {result['fetch_pairs_per_s']:.1f} pairs/s", flush=True)
+    result["adasim_vs_baseline"] = result["adasim_images_per_s"] / result["baseline_images_per_s"]
+    result["ray_vs_bare"] = result["baseline_images_per_s"] / result["bare_images_per_s"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Ray pretraining end to end on the digits data set (local Ray, 2 CPUs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adasim_ray.config import load_config
+from adasim_ray.train.rundir import MetricsLog
+
+pytestmark = pytest.mark.ray
+
+TINY = [
+    "data=digits",
+    "limit_images=320",
+    "batch_size=64",
+    "adasim.topk=4",
+    "eval.max_train=400",
+    "eval.max_test=120",
+    "eval.linear=false",
+    "eval.fewshot=false",
+    "dino.out_dim=256",
+    "dino.hidden_dim=128",
+    "dino.bottleneck_dim=64",
+    "dino.warmup_epochs=1",
+]
+KEYS = (
+    "epoch",
+    "loss",
+    "knn_top1",
+    "bootstrap_ratio",
+    "nn_top1",
+    "nn2_top1",
+    "z_std",
+    "lr",
+    "images_per_s",
+    "wall_s",
+)
+
+
+def run(tmp_path: Path, *overrides: str, **kwargs):
+    from adasim_ray.train.run import pretrain
+
+    cfg = load_config(None, [*TINY, *overrides])
+    return pretrain(cfg, str(tmp_path), log_every=1000, **kwargs)
+
+
+def losses(summary) -> list[float]:
+    return [row["loss"] for row in MetricsLog(summary["run_dir"]).read()]
+
+
+def test_two_worker_ddp_run_bootstraps(ray_session, tmp_path):
+    summary = run(
+        tmp_path,
+        "epochs=3",
+        "adasim.window=1",
+        "adasim.tau=1.0",
+        "ray.num_workers=2",
+        "ray.cpus_per_worker=1",
+        "checkpoint_every=1",
+    )
+    rows = MetricsLog(summary["run_dir"]).read()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert all(key in row for key in KEYS), row
+    assert rows[0]["bootstrap_ratio"] == 0.0  # no window yet
+    assert rows[2]["bootstrap_ratio"] > 0.0, "w=1, tau=1: epoch 3 must bootstrap"
+    run_dir = Path(summary["run_dir"])
+    assert (run_dir / "config.yaml").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 3
+    assert list(run_dir.glob("checkpoint_*")), "Ray Train kept no checkpoint"
+    assert 0.0 <= rows[2]["knn_top1"] <= 1.0
+
+
+def test_resume_gives_the_uninterrupted_metrics(ray_session, tmp_path):
+    common = ("epochs=3", "adasim.window=1", "adasim.tau=0.5", "ray.num_workers=0")
+    straight = run(tmp_path / "a", *common)
+    first = run(tmp_path / "b", *common, stop_after=2)
+    assert len(MetricsLog(first["run_dir"]).read()) == 2
+    resumed = run(tmp_path / "b", *common, resume=first["run_dir"])
+    want = MetricsLog(straight["run_dir"]).read()
+    got = MetricsLog(resumed["run_dir"]).read()
+    assert [r["epoch"] for r in got] == [1, 2, 3]
+    for a, b in zip(want, got, strict=True):
+        for key in ("loss", "bootstrap_ratio", "nn_top1", "nn2_top1", "knn_top1", "z_std"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (key, a["epoch"])
+
+
+def test_tau_zero_gives_exactly_the_baseline_losses(ray_session, tmp_path):
+    common = ("epochs=3", "adasim.window=1", "ray.num_workers=0", "eval.knn_every=0")
+    adasim = run(tmp_path / "a", *common, "adasim.mode=adasim", "adasim.tau=0.0")
+    plain = run(tmp_path / "b", *common, "adasim.mode=none")
+    assert losses(adasim) == losses(plain)
+    positive = run(tmp_path / "c", *common, "adasim.mode=adasim", "adasim.tau=2.0")
+    assert losses(positive)[2] != losses(plain)[2], "tau > 0 should change epoch 3's pairs"
+
+
+def test_resume_refuses_other_key_settings(ray_session, tmp_path):
+    from adasim_ray.train.checkpoint import CheckpointError
+
+    first = run(tmp_path, "epochs=2", "ray.num_workers=0", "eval.knn_every=0", stop_after=1)
+    with pytest.raises(CheckpointError, match="window"):
+        run(tmp_path, "epochs=2", "ray.num_workers=0", "adasim.window=3", resume=first["run_dir"])
