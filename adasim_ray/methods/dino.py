@@ -8,11 +8,16 @@ t'(x_j*) (partner, Eq. 10); the loss is ``DINOLoss`` on that pair; the cache sto
 teacher backbone feature of the anchor view.
 
 Examples:
+    >>> from adasim_ray.backbones import build_backbone
+    >>> from adasim_ray.methods.step import train_step
     >>> backbone, dim = build_backbone("vit_tiny_cpu", image_size=28, in_chans=1)
     >>> dino = DINO(backbone, dim, epochs=10, iters_per_epoch=100, batch_size=128,
     ...             config=DINOConfig(out_dim=4096, hidden_dim=512, bottleneck_dim=128))
     >>> optimizer = dino.build_optimizer()
-    >>> out = train_step(dino, optimizer, anchor, partner, it=0)  # doctest: +SKIP
+    >>> anchor, partner = torch.randn(2, 128, 1, 28, 28)
+    >>> out = train_step(dino, optimizer, anchor, partner, it=0)
+    >>> out.anchor_feature.shape
+    torch.Size([128, 96])
 """
 
 from __future__ import annotations

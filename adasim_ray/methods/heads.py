@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DINOHead", "SimSiamPredictor", "SimSiamProjector"]
+__all__ = ["DINOHead", "SimSiamPredictor", "SimSiamProjector", "WeightNormLinear"]
 
 
 def _trunc_normal_init(module: nn.Module) -> None:
@@ -22,6 +22,33 @@ def _trunc_normal_init(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+class WeightNormLinear(nn.Module):
+    """Linear layer without bias whose weight is ``g * v / ||v||`` row by row (Salimans &
+    Kingma, 2016), the parametrisation of DINO's last layer.
+
+    Written out instead of ``torch.nn.utils.parametrizations.weight_norm`` because
+    parametrised modules refuse to be pickled, and Ray ships modules by pickling. The
+    parameter names ``weight_g`` / ``weight_v`` are those of DINO's checkpoints.
+
+    Args:
+        in_features, out_features: as ``nn.Linear``.
+        fix_norm: keep g at 1 (no gradient), so each output row is a unit vector.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, fix_norm: bool = True) -> None:
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        self.weight_g = nn.Parameter(torch.ones(out_features, 1), requires_grad=not fix_norm)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.weight_g * F.normalize(self.weight_v, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
 
 
 class DINOHead(nn.Module):
@@ -69,13 +96,7 @@ class DINOHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.mlp.apply(_trunc_normal_init)
 
-        last = nn.Linear(bottleneck_dim, out_dim, bias=False)
-        nn.init.trunc_normal_(last.weight, std=0.02)
-        self.last_layer = nn.utils.parametrizations.weight_norm(last)
-        magnitude = self.last_layer.parametrizations.weight.original0
-        with torch.no_grad():
-            magnitude.fill_(1.0)
-        magnitude.requires_grad_(not norm_last_layer)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_norm=norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (B, out_dim) logits, before any temperature."""

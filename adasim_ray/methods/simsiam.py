@@ -6,6 +6,7 @@ asymmetry. With AdaSim the views are t(x_i) and t'(x_j*); the cache stores the b
 feature of the anchor view, taken without gradient.
 
 Examples:
+    >>> from adasim_ray.backbones import build_backbone
     >>> backbone, dim = build_backbone("resnet_tiny_cpu", image_size=28, in_chans=1)
     >>> simsiam = SimSiam(backbone, dim, epochs=10, iters_per_epoch=100, batch_size=128,
     ...                   config=SimSiamConfig(proj_hidden_dim=512, proj_dim=512,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -63,7 +65,7 @@ def test_ema_update_is_exact(make_dino) -> None:
 def test_last_layer_frozen_during_first_epoch_only(make_dino, views) -> None:
     dino: DINO = make_dino(freeze_last_layer=1)
     optimizer = dino.build_optimizer()
-    last = dino.student.head.last_layer.parametrizations.weight.original1
+    last = dino.student.head.last_layer.weight_v
     first_mlp = dino.student.head.mlp[0].weight
     anchor, partner = views
     last_start, mlp_start = last.detach().clone(), first_mlp.detach().clone()
@@ -137,3 +139,12 @@ def test_same_seed_same_losses(make_dino, views) -> None:
     first, second = run(), run()
     assert first == second
     assert len(set(first)) == 3  # the model did change between steps
+
+
+def test_method_pickles_for_ray(make_dino, views) -> None:
+    dino: DINO = make_dino()
+    clone = pickle.loads(pickle.dumps(dino))
+    torch.manual_seed(0)
+    expected = dino.step(*views, it=0).monitors["loss"]
+    torch.manual_seed(0)
+    assert clone.step(*views, it=0).monitors["loss"] == expected

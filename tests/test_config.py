@@ -1,0 +1,66 @@
+"""The run configuration: the embedded default validates, bad values fail with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from adasim_ray.cli import default_config_path, main
+from adasim_ray.config import ConfigError, dump_config, load_config, validate
+from adasim_ray.configfile import read_yaml
+
+
+def test_default_config_validates_and_round_trips(tmp_path):
+    cfg = load_config(default_config_path())
+    assert cfg.data == "mnist" and cfg.method == "dino" and cfg.adasim.mode == "adasim"
+    assert cfg.adasim.window < cfg.epochs, "the demo must reach the bootstrapping epochs"
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert read_yaml(path)["adasim"]["window"] == cfg.adasim.window
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("adasim.tau=-0.5", "adasim.tau"),
+        ("adasim.window=0", "adasim.window"),
+        ("adasim.topk=0", "adasim.topk"),
+        ("adasim.mode=knn", "adasim.mode"),
+        ("adasim.tua=0.1", "unknown config key"),
+        ("epochs=ten", "epochs: expected an integer"),
+        ("method=byol", "method"),
+        ("backbone=not_a_model", "backbone"),
+        ("ray.cache_shards=0", "ray.cache_shards"),
+        ("data=hdfs:/x", "data"),
+        ("dino.base_lr=-1", "dino.base_lr"),
+        ("augment.crop_scale=[0.5, 0.2]", "augment.crop_scale"),
+        ("batch_size=100", "ray.num_workers"),
+    ],
+)
+def test_bad_values_name_the_field(override, message):
+    extra = ["ray.num_workers=3"] if override.startswith("batch_size") else []
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, [override, *extra])
+
+
+def test_limits_that_need_n():
+    cfg = load_config(None, ["adasim.topk=50", "batch_size=64"])
+    with pytest.raises(ConfigError, match="adasim.topk"):
+        validate(cfg, num_images=20)
+    with pytest.raises(ConfigError, match="batch_size"):
+        validate(load_config(None, ["batch_size=64", "adasim.topk=2"]), num_images=32)
+    with pytest.raises(ConfigError, match="cache_shards"):
+        validate(load_config(None, ["ray.cache_shards=40", "batch_size=8"]), num_images=32)
+
+
+def test_cli_reports_a_bad_value_in_one_line(capsys):
+    code = main(["pretrain", "--set", "adasim.tau=-1", "--output", "/nonexistent/x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "adasim.tau" in err[0]
+
+
+def test_cli_refuses_a_missing_run_directory(capsys, tmp_path):
+    code = main(["pretrain", "--resume", str(tmp_path / "nope")])
+    assert code == 2
+    assert "not a run directory" in capsys.readouterr().err
