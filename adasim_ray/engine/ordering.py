@@ -108,11 +108,13 @@ def exact_topk(
         return top_by_key(top_vals, ids_at(rows, pos), self_ids, k)
     tied = (top_vals[:, k] == top_vals[:, k - 1]) & torch.isfinite(top_vals[:, k - 1])
     out_vals, out_ids = top_by_key(top_vals[:, :k], ids_at(rows, pos[:, :k]), self_ids, k)
-    for row in torch.nonzero(tied).flatten().tolist():
-        cand = torch.nonzero(values[row] >= top_vals[row, k - 1]).flatten().unsqueeze(0)
-        row_ids = ids_at(rows[row : row + 1], cand)
-        row_vals, row_ids = top_by_key(
-            values[row : row + 1].gather(1, cand), row_ids, self_ids[row : row + 1], k
-        )
-        out_vals[row], out_ids[row] = row_vals[0], row_ids[0]
+    tied_rows = torch.nonzero(tied).flatten()
+    # Tied rows are redone with the full key over all their candidates, a block of rows at a
+    # time (fp16 similarities tie often: this path must stay vectorised).
+    block = max(1, (1 << 22) // values.shape[1])
+    for lo in range(0, len(tied_rows), block):
+        sub = tied_rows[lo : lo + block]
+        all_pos = torch.arange(values.shape[1]).expand(len(sub), -1)
+        sub_vals, sub_ids = top_by_key(values[sub], ids_at(sub, all_pos), self_ids[sub], k)
+        out_vals[sub], out_ids[sub] = sub_vals, sub_ids
     return out_vals, out_ids

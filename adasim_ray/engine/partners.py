@@ -28,6 +28,8 @@ from adasim_ray.engine.ordering import INVALID_ID, exact_topk
 from adasim_ray.engine.window import NeighbourWindow
 
 MODES = ("none", "nn", "adasim")
+_ID_SENTINEL = 0x7FFFFFFF  # above every image id (ids are < 2^31): empty entries sort last
+_LOW32 = 0xFFFFFFFF
 NOISE_BLOCK_ROWS = 65536
 """Gumbel noise is drawn in fixed global blocks of image ids, so a plan does not depend on how
 the ids are split into shards or chunks."""
@@ -118,15 +120,19 @@ def windowed_support(
     if m == 0:
         empty = torch.full((n, k), INVALID_ID, dtype=torch.int64)
         return empty, torch.full((n, k), -torch.inf)
-    sentinel = torch.iinfo(torch.int64).max
+    sentinel = _ID_SENTINEL
+    # Group equal ids with one sort of packed (id, similarity bits) keys: numpy's vectorised
+    # integer sort is several times faster than an argsort plus gathers. Inside a group the
+    # similarities come in the order of their bits, the same wherever the group sits, so
+    # equal multisets of similarities give bit-identical sums (exact ties stay exact ties).
     keyed = ids.to(torch.int64).masked_fill(ids < 0, sentinel)
-    # Group equal ids: a stable sort keeps each id's epochs in window order, so every group is
-    # summed in the same order wherever it sits (exact ties stay exact ties).
-    sorted_ids, perm = torch.sort(keyed, dim=1, stable=True)
-    sorted_sims = sims.float().gather(1, perm)
-    starts = torch.ones_like(sorted_ids, dtype=torch.bool)
-    starts[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
-    group = starts.to(torch.int64).cumsum(dim=1) - 1
+    bits = sims.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & _LOW32
+    packed = torch.from_numpy(np.sort(((keyed << 32) | bits).numpy(), axis=1))
+    sorted_ids = packed >> 32
+    sorted_sims = (packed & _LOW32).to(torch.int32).view(torch.float32)
+    starts = torch.ones(n, m, dtype=torch.int32)
+    starts[:, 1:] = (sorted_ids[:, 1:] != sorted_ids[:, :-1]).to(torch.int32)
+    group = starts.cumsum(dim=1, dtype=torch.int32).to(torch.int64) - 1
     totals = torch.zeros(n, m, dtype=torch.float32).scatter_add_(1, group, sorted_sims)
     group_ids = torch.full((n, m), sentinel, dtype=torch.int64).scatter_(1, group, sorted_ids)
     valid = group_ids != sentinel
@@ -213,6 +219,7 @@ def plan_window(
         chunk_rows = min(16384, max(1024, window.size // 16))
     partners = torch.empty(window.size, dtype=torch.int64)
     stats = PlanStats()
+    noise = None
     bootstrapping = (cfg.mode == "adasim" and epoch >= cfg.window) or (
         cfg.mode == "nn" and epoch >= 1
     )
@@ -225,8 +232,9 @@ def plan_window(
         elif cfg.mode == "nn":
             chosen = nearest_other(window.latest_rows(lo, hi), self_ids)
         else:
-            noise = gumbel_noise(cfg.seed, epoch, int(self_ids[0]), int(self_ids[-1]) + 1, cfg.topk)
-            chosen = adaptive_partners(support, scores, self_ids, cfg.tau, noise)
+            if noise is None:  # drawn once for the whole shard, sliced per chunk
+                noise = gumbel_noise(cfg.seed, epoch, window.start, window.stop, cfg.topk)
+            chosen = adaptive_partners(support, scores, self_ids, cfg.tau, noise[lo:hi])
         partners[lo:hi] = chosen
         stats = stats + _chunk_stats(support, self_ids, chosen, labels)
     return partners, stats
