@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
@@ -12,9 +10,11 @@ def ray_session():
     """A local Ray with 2 CPUs, started once per test session and shut down at its end."""
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    from adasim_ray.train.run import start_local_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        # The dashboard stays on: Ray Train frees stopped runs' placement groups through it.
+        start_local_ray(num_cpus=2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -36,6 +36,31 @@ def new_run_name(cfg: PretrainConfig) -> str:
     return f"{cfg.method}-{cfg.adasim.mode}-{stamp}-{os.getpid() % 10000:04d}"
 
 
+def pin_ray_address() -> None:
+    """Worker set-up hook: point RAY_ADDRESS at this cluster.
+
+    Ray Train frees a stopped run's placement group through the State API, which refuses to
+    guess when several Ray instances run on one machine ("Found multiple active Ray
+    instances"); the group then leaks and later runs wait forever for CPUs (measured here).
+    """
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def start_local_ray(**kwargs: Any) -> None:
+    """A local Ray with the dashboard on (Train's placement-group cleanup needs its State API)
+    and :func:`pin_ray_address` in every worker."""
+    import ray
+
+    ray.init(
+        include_dashboard=True,
+        configure_logging=False,
+        runtime_env={"worker_process_setup_hook": pin_ray_address},
+        **kwargs,
+    )
+
+
 def init_ray(cfg: PretrainConfig) -> None:
     """Join the cluster named by ``ray.address`` / RAY_ADDRESS, else start a local Ray."""
     import ray
@@ -46,7 +71,7 @@ def init_ray(cfg: PretrainConfig) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=True, configure_logging=False)
+        start_local_ray()
 
 
 def resolve_resume(
