@@ -112,7 +112,7 @@ class RaySection:
         cache_shards: S, cache/window shard actors, each owning a contiguous id range.
         cache_shard_gpus: GPUs per shard actor (put Z on a GPU: queries in milliseconds).
         cache_shard_cpus: CPUs per shard actor.
-        fetch_actors: Ray Data actors that fetch and augment anchor and partner images.
+        fetch_actors: concurrent Ray Data fetch tasks (load by index + augment) per rank.
         fetch_cpus: CPUs per fetch actor.
         max_failures: worker failures tolerated; each restarts from the last checkpoint.
         storage_path: where run directories live (a local path or s3:// gs:// URI);
@@ -126,7 +126,7 @@ class RaySection:
     cache_shards: int = 1
     cache_shard_gpus: float = 0.0
     cache_shard_cpus: float = 0.0
-    fetch_actors: int = 1
+    fetch_actors: int = 2
     fetch_cpus: float = 0.0
     max_failures: int = 0
     storage_path: str | None = None
