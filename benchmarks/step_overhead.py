@@ -139,7 +139,9 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=args.cpus, configure_logging=False)
+    from adasim_ray.train.run import start_local_ray
+
+    start_local_ray(num_cpus=args.cpus)
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as out:
         result["baseline_images_per_s"], result["startup_s"] = ray_run(args, "none", out)
