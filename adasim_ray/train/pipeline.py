@@ -123,18 +123,29 @@ class PairFetcher:
 _FETCHERS: dict[tuple[Any, ...], PairFetcher] = {}
 
 
-def fetch_pairs(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, np.ndarray]:
-    """Ray Data task body: the process keeps one opened :class:`PairFetcher` per run and rank,
-    so the image source is opened once per worker process, not once per epoch or block."""
-    key = (kwargs["run_name"], kwargs["rank"], kwargs["world"])
+def fetch_pairs(batch: dict[str, np.ndarray], launch: str, **kwargs: Any) -> dict[str, np.ndarray]:
+    """Ray Data task body: the process keeps the opened :class:`PairFetcher` of the current
+    launch and rank, so the image source is opened once per process, not once per block.
+
+    The key holds a per-launch id: a resumed run keeps its name but has new actors.
+    """
+    key = (launch, kwargs["rank"], kwargs["world"])
     fetcher = _FETCHERS.get(key)
     if fetcher is None:
+        if len(_FETCHERS) >= 4:  # a long-lived process serving many runs: forget old ones
+            _FETCHERS.clear()
         fetcher = _FETCHERS[key] = PairFetcher(**kwargs)
     return fetcher(batch)
 
 
 def rank_dataset(
-    cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int, batch_size: int
+    cfg: PretrainConfig,
+    run_name: str,
+    num_images: int,
+    rank: int,
+    world: int,
+    batch_size: int,
+    launch: str,
 ) -> ray.data.Dataset:
     """Rank ``rank``'s stream of pairs: ``P = N // W`` positions mapped through the fetch tasks.
 
@@ -153,6 +164,7 @@ def rank_dataset(
     return positions.map_batches(
         fetch_pairs,
         fn_kwargs={
+            "launch": launch,
             "cfg": to_dict(cfg),
             "run_name": run_name,
             "num_images": num_images,

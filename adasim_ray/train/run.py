@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from adasim_ray.train.rundir import CONFIG, SUMMARY, MetricsLog, dumps, join, wr
 
 def new_run_name(cfg: PretrainConfig) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{cfg.method}-{cfg.adasim.mode}-{stamp}-{os.getpid() % 10000:04d}"
+    return f"{cfg.method}-{cfg.adasim.mode}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 def pin_ray_address() -> None:
@@ -162,8 +163,9 @@ def pretrain(
     board = create_plan_board(run_name)
     world = max(cfg.ray.num_workers, 1)
     per_rank_batch = cfg.batch_size // world
+    launch = uuid.uuid4().hex
     datasets = {
-        f"train_{r}": rank_dataset(cfg, run_name, num_images, r, world, per_rank_batch)
+        f"train_{r}": rank_dataset(cfg, run_name, num_images, r, world, per_rank_batch, launch)
         for r in range(world)
     }
     local_tb = "://" not in run_dir
