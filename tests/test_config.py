@@ -64,3 +64,12 @@ def test_cli_refuses_a_missing_run_directory(capsys, tmp_path):
     code = main(["pretrain", "--resume", str(tmp_path / "nope")])
     assert code == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_every_experiment_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+    assert configs, "experiments/ holds no config"
+    for path in configs:
+        load_config(path)
