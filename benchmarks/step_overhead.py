@@ -25,6 +25,21 @@ import numpy as np
 import torch
 
 
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    """Data, model and schedule shared by every measured variant."""
+    return [
+        f"data={args.data}",
+        f"limit_images={args.images}",
+        f"epochs={args.epochs}",
+        f"batch_size={args.batch}",
+        f"backbone={args.backbone}",
+        "dino.out_dim=1024",
+        "dino.hidden_dim=512",
+        "dino.bottleneck_dim=128",
+        "dino.warmup_epochs=1",
+    ]
+
+
 def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float]:
     """(steady images/s over epochs 2.., start-up seconds before the first step)."""
     from adasim_ray.config import load_config
@@ -34,11 +49,7 @@ def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float
     cfg = load_config(
         None,
         [
-            f"data={args.data}",
-            f"limit_images={args.images}",
-            f"epochs={args.epochs}",
-            f"batch_size={args.batch}",
-            f"backbone={args.backbone}",
+            *common_overrides(args),
             f"adasim.mode={mode}",
             "adasim.window=1",
             "adasim.topk=5",
@@ -50,10 +61,6 @@ def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float
             "eval.max_test=64",
             "eval.linear=false",
             "eval.fewshot=false",
-            "dino.out_dim=1024",
-            "dino.hidden_dim=512",
-            "dino.bottleneck_dim=128",
-            "dino.warmup_epochs=1",
             f"checkpoint_every={args.epochs}",
         ],
     )
@@ -73,20 +80,7 @@ def bare_loop(args: argparse.Namespace) -> float:
     from adasim_ray.recipe import build_model, make_views, open_train_source
 
     torch.set_num_threads(args.cpus)
-    cfg = load_config(
-        None,
-        [
-            f"data={args.data}",
-            f"limit_images={args.images}",
-            f"epochs={args.epochs}",
-            f"batch_size={args.batch}",
-            f"backbone={args.backbone}",
-            "dino.out_dim=1024",
-            "dino.hidden_dim=512",
-            "dino.bottleneck_dim=128",
-            "dino.warmup_epochs=1",
-        ],
-    )
+    cfg = load_config(None, common_overrides(args))
     source = open_train_source(cfg)
     views = make_views(cfg, source)
     model = build_model(cfg, views, len(source))
@@ -118,10 +112,10 @@ def fetch_rate(args: argparse.Namespace) -> float:
     while time.perf_counter() - t0 < 5:
         ids = rng.integers(0, len(source), size=args.batch)
         imgs = source.load_many(ids)
-        for k, im in enumerate(imgs):
-            gen = torch.Generator().manual_seed(int(ids[k]))
-            views.view(im, 0, gen)
-            views.view(imgs[-k - 1], 1, gen)
+        partners = source.load_many(ids[::-1])
+        gen = torch.Generator().manual_seed(n)  # one generator per batch, as the pipeline
+        views.views(imgs, 0, gen)
+        views.views(partners, 1, gen)
         n += len(ids)
     return n / (time.perf_counter() - t0)
 
