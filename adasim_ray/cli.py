@@ -134,14 +134,11 @@ def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from adasim_ray.augmentations import GlobalViews
     from adasim_ray.backbones import build_backbone
-    from adasim_ray.data import FirstImages, open_source
+    from adasim_ray.data import first_images, open_source
     from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 
-    train, test = open_source(args.data, "train"), open_source(args.data, "test")
-    if args.max_train is not None and args.max_train < len(train):
-        train = FirstImages(train, args.max_train)
-    if args.max_test is not None and args.max_test < len(test):
-        test = FirstImages(test, args.max_test)
+    train = first_images(open_source(args.data, "train"), args.max_train)
+    test = first_images(open_source(args.data, "test"), args.max_test)
     protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed}
     if args.raw_pixels:
         what = "raw pixels"

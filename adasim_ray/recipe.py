@@ -17,7 +17,7 @@ from torch import nn
 from adasim_ray.augmentations import GlobalViews
 from adasim_ray.backbones import build_backbone
 from adasim_ray.config import PretrainConfig
-from adasim_ray.data import FirstImages, ImageSource, open_source
+from adasim_ray.data import ImageSource, first_images, open_source
 from adasim_ray.evaluation.protocol import evaluate_backbone
 from adasim_ray.methods import build_method
 
@@ -25,9 +25,7 @@ from adasim_ray.methods import build_method
 def open_train_source(cfg: PretrainConfig) -> ImageSource:
     """The training split of ``cfg.data``, cut to ``cfg.limit_images`` when set."""
     source = open_source(cfg.data, "train", skip_corrupt=cfg.skip_corrupt)
-    if cfg.limit_images is not None and cfg.limit_images < len(source):
-        source = FirstImages(source, cfg.limit_images)
-    return source
+    return first_images(source, cfg.limit_images)
 
 
 def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
@@ -36,11 +34,7 @@ def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
     spec = cfg.eval_data or cfg.data
     train = open_source(spec, "train", skip_corrupt=cfg.skip_corrupt)
     test = open_source(spec, "test", skip_corrupt=cfg.skip_corrupt)
-    if cfg.eval.max_train is not None and cfg.eval.max_train < len(train):
-        train = FirstImages(train, cfg.eval.max_train)
-    if cfg.eval.max_test is not None and cfg.eval.max_test < len(test):
-        test = FirstImages(test, cfg.eval.max_test)
-    return train, test
+    return first_images(train, cfg.eval.max_train), first_images(test, cfg.eval.max_test)
 
 
 def make_views(cfg: PretrainConfig, source: ImageSource) -> GlobalViews:

@@ -24,7 +24,7 @@ from adasim_ray.data.mnist import MnistSource
 from adasim_ray.data.parquet import ParquetSource
 from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, SPLITS, ImageSource
 from adasim_ray.data.spec import DataSpec, open_source, parse_spec
-from adasim_ray.data.subset import FirstImages
+from adasim_ray.data.subset import FirstImages, first_images
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -42,6 +42,7 @@ __all__ = [
     "MnistSource",
     "ParquetSource",
     "convert_folder_to_parquet",
+    "first_images",
     "open_source",
     "parse_spec",
 ]

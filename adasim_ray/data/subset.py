@@ -40,3 +40,8 @@ class FirstImages(ImageSource):
 
     def load_many(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
         return self.source.load_many(self._check_indices(indices))
+
+
+def first_images(source: ImageSource, n: int | None) -> ImageSource:
+    """``source`` cut to its first ``n`` images; unchanged when ``n`` is None or >= its size."""
+    return source if n is None or n >= len(source) else FirstImages(source, n)

@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from adasim_ray.config import ConfigError, PretrainConfig, config_from_dict, dump_config, validate
-from adasim_ray.configfile import read_yaml
+from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
+from adasim_ray.configfile import to_dict
 from adasim_ray.engine import BootstrapConfig
 from adasim_ray.recipe import build_backbone_for, labels_of, make_views, open_train_source
 from adasim_ray.train.checkpoint import (
@@ -75,18 +75,14 @@ def init_ray(cfg: PretrainConfig) -> None:
         start_local_ray()
 
 
-def resolve_resume(
-    resume: str, overrides_cfg: PretrainConfig | None
-) -> tuple[PretrainConfig, str, str]:
-    """(config, storage path, run name) of an existing run directory."""
+def resolve_resume(resume: str) -> tuple[str, str]:
+    """(storage path, run name) of an existing run directory."""
     run_dir = Path(resume).expanduser().resolve()
     if not run_dir.is_dir():
         raise ConfigError(f"--resume: run directory not found: {run_dir}")
-    stored = run_dir / CONFIG
-    if not stored.is_file():
+    if not (run_dir / CONFIG).is_file():
         raise ConfigError(f"--resume: {run_dir} has no {CONFIG}: not a run directory")
-    cfg = overrides_cfg if overrides_cfg is not None else config_from_dict(read_yaml(stored))
-    return validate(cfg), str(run_dir.parent), run_dir.name
+    return str(run_dir.parent), run_dir.name
 
 
 def pretrain(
@@ -113,7 +109,7 @@ def pretrain(
     settings = key_settings(cfg, num_images, feat_dim)
 
     if resume is not None:
-        _, storage, run_name = resolve_resume(resume, cfg)
+        storage, run_name = resolve_resume(resume)
         latest = latest_checkpoint(join(storage, run_name))
         if latest is not None:
             check_compatible(read_meta(latest)["settings"], settings, force)
@@ -172,7 +168,7 @@ def pretrain(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "config": _to_dict(cfg),
+            "config": to_dict(cfg),
             "run_name": run_name,
             "run_dir": run_dir,
             "num_images": num_images,
@@ -220,9 +216,3 @@ def pretrain(
     }
     write_text(join(run_dir, SUMMARY), dumps(summary))
     return summary
-
-
-def _to_dict(cfg: PretrainConfig) -> dict[str, Any]:
-    from adasim_ray.configfile import to_dict
-
-    return to_dict(cfg)
