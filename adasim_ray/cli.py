@@ -11,6 +11,7 @@ Every bad input ends in one line on stderr naming the problem, and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from importlib import resources
@@ -18,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG = "demo.yaml"
+
+# Further sub-commands live in their own modules; each has `register(subparsers)`, which adds
+# its parser and sets `func` (a function of the parsed arguments returning the exit code).
+COMMAND_MODULES: list[str] = []
 
 
 def default_config_path() -> Path:
@@ -237,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rows-per-shard", type=int, default=1000)
     r.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
     r.set_defaults(func=cmd_prepare)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
