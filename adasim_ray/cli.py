@@ -4,6 +4,7 @@
                        [--set key=value ...] [--resume RUN_DIR [--force]]
     launch.py eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC [--json]
     launch.py prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
+    launch.py audit RUN_DIR [--top N] [--sheet N] [--features cache|model] [--output DIR]
 
 Every bad input ends in one line on stderr naming the problem, and exit code 2.
 """
@@ -22,7 +23,7 @@ DEFAULT_CONFIG = "demo.yaml"
 
 # Further sub-commands live in their own modules; each has `register(subparsers)`, which adds
 # its parser and sets `func` (a function of the parsed arguments returning the exit code).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["adasim_ray.commands.audit", "adasim_ray.commands.check"]
 
 
 def default_config_path() -> Path:

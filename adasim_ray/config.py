@@ -39,8 +39,10 @@ class AdaSimSection:
     """Bootstrapping (the paper's Section 3.3; the ablation of Table 4).
 
     Attributes:
-        mode: ``none`` (plain baseline), ``nn`` (+ NN: top-1 neighbour, never self) or
-            ``adasim`` (adaptive sampling from the windowed similarity).
+        mode: ``none`` (plain baseline), ``nn`` (+ NN: top-1 neighbour, never self),
+            ``adasim`` (adaptive sampling from the windowed similarity) or ``oracle`` (the
+            supervised oracle of Section 4.4 / Table 1: a random image of the same class;
+            needs a labelled data set).
         tau: temperature of Eq. 9 (0 = the plain baseline exactly). Paper: 0.2.
         window: w, epochs averaged by Eq. 8; bootstrapping starts after w epochs. Paper: 10
             (ablation), 50 (long runs), 1 (the 100-epoch runs of Table 2).
@@ -48,14 +50,18 @@ class AdaSimSection:
         cache_dtype: storage of the cache Z (float16 halves its memory; queries compute in
             float32 on CPUs).
         sim_dtype: storage of the window's similarities.
+        oracle_p: ``oracle`` only: probability of a standard pair (j* = i) at the last epoch;
+            it falls linearly from 1 at the first epoch. In [0, 1]; Table 1: 0 and 0.5 (0.5
+            is better: standard pairs still help).
     """
 
-    mode: Literal["none", "nn", "adasim"] = "adasim"
+    mode: Literal["none", "nn", "adasim", "oracle"] = "adasim"
     tau: float = 0.2
     window: int = 10
     topk: int = 3
     cache_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     sim_dtype: Literal["float16", "float32"] = "float16"
+    oracle_p: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -204,8 +210,11 @@ def _positive_int(value: int | None, name: str, minimum: int = 1) -> None:
         raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
 
 
-def validate(cfg: PretrainConfig, num_images: int | None = None) -> PretrainConfig:
-    """Checks across fields; with ``num_images`` (N of the training set) also the N-bounded ones.
+def validate(
+    cfg: PretrainConfig, num_images: int | None = None, labelled: bool | None = None
+) -> PretrainConfig:
+    """Checks across fields; with ``num_images`` (N of the training set) also the N-bounded ones,
+    with ``labelled`` (whether the training set has labels) the label-bound ones.
 
     Raises ConfigError naming the field and the allowed range.
     """
@@ -235,6 +244,13 @@ def validate(cfg: PretrainConfig, num_images: int | None = None) -> PretrainConf
         raise ConfigError(f"adasim.tau: must be a finite number >= 0, got {a.tau}")
     _positive_int(a.window, "adasim.window")
     _positive_int(a.topk, "adasim.topk")
+    if not 0 <= a.oracle_p <= 1:
+        raise ConfigError(f"adasim.oracle_p: must be a probability in [0, 1], got {a.oracle_p}")
+    if labelled is False and a.mode == "oracle":
+        raise ConfigError(
+            f"adasim.mode: 'oracle' draws same-class partners, but the data set {cfg.data!r} "
+            "has no labels; use a labelled data set or another mode"
+        )
     lo, hi = cfg.augment.crop_scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.crop_scale: need 0 < min <= max <= 1, got {(lo, hi)}")

@@ -4,6 +4,7 @@ No Ray here: the Ray layer (``adasim_ray.train``) puts :class:`BootstrapShard` s
 """
 
 from adasim_ray.engine.cache import SimilarityCache, TopK, merge_topk
+from adasim_ray.engine.oracle import ClassMembers, oracle_partners, standard_pair_probability
 from adasim_ray.engine.partners import MODES, BootstrapConfig, PlanStats, plan_window
 from adasim_ray.engine.shard import Bootstrapper, BootstrapShard, shard_ranges
 from adasim_ray.engine.window import NeighbourWindow
@@ -13,11 +14,14 @@ __all__ = [
     "BootstrapConfig",
     "BootstrapShard",
     "Bootstrapper",
+    "ClassMembers",
     "NeighbourWindow",
     "PlanStats",
     "SimilarityCache",
     "TopK",
     "merge_topk",
+    "oracle_partners",
     "plan_window",
     "shard_ranges",
+    "standard_pair_probability",
 ]

@@ -1,7 +1,7 @@
 """Partner plans: Eq. 11 windowed scores and the adaptive rule of Algorithm 1 (lines 7 to 18).
 
 For every image i of an epoch this module chooses the partner j* whose augmented view t'(x_j*)
-is paired with the anchor view t(x_i). Three modes, one switch (``BootstrapConfig.mode``):
+is paired with the anchor view t(x_i). Four modes, one switch (``BootstrapConfig.mode``):
 
 - ``none``: the plain baseline, j* = i always.
 - ``nn``: straightforward bootstrapping (the paper's "+ NN", Section 4.3): the top-1 neighbour of
@@ -9,6 +9,9 @@ is paired with the anchor view t(x_i). Three modes, one switch (``BootstrapConfi
 - ``adasim``: Eq. 11 over the window of past epochs, then the adaptive test: if i itself ranks
   first, sample j* from softmax(score / tau) over the support (i included), else j* = i. During
   the first w epochs, j* = i.
+- ``oracle``: the supervised oracle of Section 4.4 (Table 1), for labelled data sets: a random
+  image of i's class, or j* = i with a probability going linearly from 1 to ``oracle_p``
+  (``adasim_ray.engine.oracle``). The window is still filled, for the metrics.
 
 Plans are computed from *past* epochs only (as the authors' code does), so the whole epoch's
 pairing is known when the epoch starts and partner images can be fetched ahead of time.
@@ -24,10 +27,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from adasim_ray.engine.oracle import ClassMembers, oracle_partners
 from adasim_ray.engine.ordering import INVALID_ID, exact_topk
 from adasim_ray.engine.window import NeighbourWindow
 
-MODES = ("none", "nn", "adasim")
+MODES = ("none", "nn", "adasim", "oracle")
 _ID_SENTINEL = 0x7FFFFFFF  # above every image id (ids are < 2^31): empty entries sort last
 _LOW32 = 0xFFFFFFFF
 NOISE_BLOCK_ROWS = 65536
@@ -40,11 +44,15 @@ class BootstrapConfig:
     """The AdaSim hyperparameters (Table 4) and the bootstrapping mode.
 
     Attributes:
-        mode: ``"none"`` (plain baseline), ``"nn"`` (+ NN) or ``"adasim"``.
+        mode: ``"none"`` (plain baseline), ``"nn"`` (+ NN), ``"adasim"`` or ``"oracle"``
+            (same-class partners from the labels, Section 4.4).
         tau: sampling temperature of Eq. 9; 0 gives exactly the plain baseline.
         window: w, epochs averaged in Eq. 8; bootstrapping starts after w epochs.
         topk: K, support size per epoch (Section 3.4) and of the final support.
         seed: seeds the sampling; the same seed and window give the same plan.
+        oracle_p: ``oracle`` only: probability of a standard pair at the last epoch (the
+            schedule goes linearly from 1); Table 1 reports 0 and 0.5.
+        epochs: ``oracle`` only: the run's number of epochs, the length of that schedule.
     """
 
     mode: str = "adasim"
@@ -52,6 +60,8 @@ class BootstrapConfig:
     window: int = 10
     topk: int = 3
     seed: int = 0
+    oracle_p: float = 0.0
+    epochs: int = 1
 
     def validate(self, num_images: int | None = None) -> BootstrapConfig:
         """Raise ValueError naming the first bad argument; returns self."""
@@ -65,6 +75,10 @@ class BootstrapConfig:
             raise ValueError(f"topk (K) must be an integer >= 1, got {self.topk!r}")
         if num_images is not None and self.topk > num_images:
             raise ValueError(f"topk (K) must be <= N = {num_images} images, got {self.topk}")
+        if not (isinstance(self.oracle_p, (int, float)) and 0 <= self.oracle_p <= 1):
+            raise ValueError(f"oracle_p must be a probability in [0, 1], got {self.oracle_p!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
         return self
 
 
@@ -74,7 +88,8 @@ class PlanStats:
 
     ``bootstrap_ratio`` is the share of pairs with j* != i; ``nn_top1`` the share with
     label(j*) == label(i); ``nn2_top1`` the same for the best-ranked support member other than
-    j* (images with a one-element support are left out of it).
+    j* (images with a one-element support are left out of it). In ``oracle`` mode ``nn_top1`` is
+    1 by construction (j* shares i's class); ``nn2_top1`` still measures the latent space.
     """
 
     images: int = 0
@@ -196,11 +211,14 @@ def plan_window(
     cfg: BootstrapConfig,
     labels: torch.Tensor | None = None,
     chunk_rows: int | None = None,
+    members: ClassMembers | None = None,
 ) -> tuple[torch.Tensor, PlanStats]:
     """Partners j* of the owned images for the next epoch, and the Fig. 3 counts.
 
     The next epoch is number ``window.epochs_closed`` (0-based); its plan only reads closed
-    epochs. Args ``labels`` (N,) int64 over the whole data set (-1 = unknown) feed the metrics.
+    epochs. Args ``labels`` (N,) int64 over the whole data set (-1 = unknown) feed the metrics,
+    and in ``oracle`` mode the partners (``members``: their class index, built from ``labels``
+    when not given).
 
     Returns:
         (partners (n,) int64 global ids, stats).
@@ -219,7 +237,14 @@ def plan_window(
         chunk_rows = min(16384, max(1024, window.size // 16))
     partners = torch.empty(window.size, dtype=torch.int64)
     stats = PlanStats()
-    noise = None
+    noise = oracle = None
+    if cfg.mode == "oracle":
+        if labels is None and members is None:
+            raise ValueError("mode 'oracle' needs the labels of the data set")
+        members = members if members is not None else ClassMembers(labels)
+        oracle = oracle_partners(
+            members, window.start, window.stop, epoch, cfg.epochs, cfg.oracle_p, cfg.seed
+        )
     bootstrapping = (cfg.mode == "adasim" and epoch >= cfg.window) or (
         cfg.mode == "nn" and epoch >= 1
     )
@@ -227,7 +252,9 @@ def plan_window(
         hi = min(lo + chunk_rows, window.size)
         self_ids = torch.arange(window.start + lo, window.start + hi, dtype=torch.int64)
         support, scores = windowed_support(*window.rows(lo, hi), self_ids, cfg.window, cfg.topk)
-        if not bootstrapping:
+        if oracle is not None:
+            chosen = oracle[lo:hi]
+        elif not bootstrapping:
             chosen = self_ids.clone()
         elif cfg.mode == "nn":
             chosen = nearest_other(window.latest_rows(lo, hi), self_ids)

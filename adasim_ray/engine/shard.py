@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from adasim_ray.engine.cache import SimilarityCache, TopK, merge_topk
+from adasim_ray.engine.oracle import ClassMembers
 from adasim_ray.engine.partners import BootstrapConfig, PlanStats, plan_window
 from adasim_ray.engine.window import NeighbourWindow
 
@@ -76,11 +77,15 @@ class BootstrapShard:
             raise ValueError(f"shard range [{start}, {stop}) must lie inside [0, {num_images})")
         if labels is not None and labels.shape != (num_images,):
             raise ValueError(f"labels must have shape ({num_images},), got {tuple(labels.shape)}")
+        if cfg.mode == "oracle" and labels is None:
+            raise ValueError("mode 'oracle' (same-class partners) needs labels; none were given")
         self.num_images = num_images
         self.start, self.stop = start, stop
         self.cache = SimilarityCache(start, stop, dim, dtype=cache_dtype, device=device)
         self.window = NeighbourWindow(start, stop, cfg.window, cfg.topk, sim_dtype=sim_dtype)
         self.labels = None if labels is None else labels.to(torch.int64)
+        # The oracle's class index, built once (an argsort of N labels) rather than per epoch.
+        self.members = ClassMembers(self.labels) if cfg.mode == "oracle" else None
         self.partners = torch.arange(start, stop, dtype=torch.int64)
         self.last_stats = PlanStats()
 
@@ -104,7 +109,9 @@ class BootstrapShard:
     def end_epoch(self) -> PlanStats:
         """Close the epoch and plan the next one; returns the new plan's metric counts."""
         self.window.end_epoch()
-        self.partners, self.last_stats = plan_window(self.window, self.cfg, self.labels)
+        self.partners, self.last_stats = plan_window(
+            self.window, self.cfg, self.labels, members=self.members
+        )
         return self.last_stats
 
     def nbytes(self) -> int:

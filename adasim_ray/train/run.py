@@ -103,7 +103,7 @@ def pretrain(
     t_start = time.perf_counter()
     source = open_train_source(cfg)
     num_images = len(source)
-    validate(cfg, num_images)
+    validate(cfg, num_images, labelled=source.labels is not None)
     views = make_views(cfg, source)
     _, feat_dim = build_backbone_for(cfg, views)
     settings = key_settings(cfg, num_images, feat_dim)
@@ -143,6 +143,8 @@ def pretrain(
         window=cfg.adasim.window,
         topk=cfg.adasim.topk,
         seed=cfg.seed,
+        oracle_p=cfg.adasim.oracle_p,
+        epochs=cfg.epochs,
     )
     shards = create_shard_actors(
         run_name,

@@ -1,0 +1,88 @@
+"""The label audit of the paper's Appendix F on a finished run: likely label errors and
+duplicates (``adasim_ray.audit``).
+
+    launch.py audit RUN_DIR [--top N] [--sheet N] [--features cache|model] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "audit",
+        help="rank likely label errors and duplicates from a run's final window and cache",
+        description=(
+            "Read RUN_DIR's latest checkpoint (cache and neighbour window) and write "
+            "label_suspects.csv/.png (images whose stable neighbours carry another label) and "
+            "duplicates.csv/.png (pairs with near-identical cached features). Works best on a "
+            "run whose features are good (long runs, a window of several epochs, K >= 5)."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
+    p.add_argument("--top", type=int, default=50, help="rows per CSV file (default 50)")
+    p.add_argument(
+        "--sheet", type=int, default=16, help="cases drawn per PNG contact sheet (default 16)"
+    )
+    p.add_argument(
+        "--features",
+        choices=("cache", "model"),
+        default="cache",
+        help="cache: the run's final window and cache (the paper's Appendix F, default); "
+        "model: exact features of the un-augmented images by the final network and exact "
+        "neighbours (finds exact duplicates even when the features are weak; O(N^2 d), use a "
+        "GPU for ImageNet)",
+    )
+    p.add_argument("--output", help="where to write (default: RUN_DIR/audit)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from adasim_ray.cli import UserError
+    from adasim_ray.config import config_from_dict
+    from adasim_ray.configfile import read_yaml
+    from adasim_ray.recipe import open_train_source
+    from adasim_ray.train.checkpoint import latest_checkpoint
+
+    if args.top < 1 or args.sheet < 1:
+        raise UserError(f"--top and --sheet must be >= 1, got {args.top} and {args.sheet}")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"audit: run directory not found: {run_dir}")
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"audit: {run_dir} has no config.yaml: not a run directory")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError(f"audit: {run_dir} has no complete checkpoint (cache and window) yet")
+    from adasim_ray.audit.report import audit_run, load_run_state
+
+    cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    source = open_train_source(cfg)
+    state = load_run_state(checkpoint)
+    output = Path(args.output) if args.output else run_dir / "audit"
+    try:
+        summary = audit_run(
+            cfg, source, state, output, top=args.top, sheet=args.sheet, features=args.features
+        )
+    except ValueError as err:
+        raise UserError(f"audit: {err}") from None
+    print(
+        f"[adasim] audit of {run_dir} (checkpoint of epoch {summary['epoch']}, "
+        f"{args.features} features)"
+    )
+    if "label_suspects" in summary:
+        s = summary["label_suspects"]
+        print(f"  label suspects: {s['mostly_other_label']} images mostly among another label")
+        print(f"    {s['csv']}\n    {s['png']}")
+    else:
+        print(f"  label suspects: skipped, {cfg.data} has no labels")
+    d = summary["duplicates"]
+    print(f"  duplicate candidates: {d['ranked']} pairs ranked\n    {d['csv']}\n    {d['png']}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
