@@ -23,7 +23,11 @@ DEFAULT_CONFIG = "demo.yaml"
 
 # Further sub-commands live in their own modules; each has `register(subparsers)`, which adds
 # its parser and sets `func` (a function of the parsed arguments returning the exit code).
-COMMAND_MODULES: list[str] = ["adasim_ray.commands.audit", "adasim_ray.commands.check"]
+COMMAND_MODULES: list[str] = [
+    "adasim_ray.commands.audit",
+    "adasim_ray.commands.check",
+    "adasim_ray.commands.sweep",
+]
 
 
 def default_config_path() -> Path:

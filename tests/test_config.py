@@ -80,5 +80,13 @@ def test_every_experiment_config_validates():
     )
     assert configs, "experiments/ holds no config"
     assert any(p.parent != root for p in configs), "configs in sub-folders are validated too"
+    from adasim_ray.sweep.spec import is_sweep_file, load_sweep
+
+    assert any(is_sweep_file(p) for p in configs), "the sweep files are validated too"
     for path in configs:
-        load_config(path)
+        if is_sweep_file(path):
+            sweep = load_sweep(path)
+            for point in sweep.points():
+                validate(sweep.trial_config(point))
+        else:
+            load_config(path)

@@ -94,11 +94,13 @@ def pretrain(
     run_name: str | None = None,
     log_every: int = 20,
     stop_after: int | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one pretraining run; returns its summary (also in ``summary.json``).
 
     ``stop_after`` ends the run after that many epochs as if it had been interrupted (the
     schedules still span ``cfg.epochs``): a hook for resume tests and time-boxed jobs.
+    ``callbacks`` go to Ray Train's ``RunConfig`` (a sweep passes Tune's report callback).
     """
     t_start = time.perf_counter()
     source = open_train_source(cfg)
@@ -191,6 +193,7 @@ def pretrain(
             storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets=datasets,
         dataset_config=DataConfig(
