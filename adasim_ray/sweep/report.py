@@ -79,7 +79,7 @@ def read_trial(trial_dir: Path, factors: list[str]) -> TrialRow:
     if (trial_dir / "summary.json").is_file():
         status = "done"
     elif metrics:
-        status = f"stopped at {len(metrics)}/{epochs_planned}"
+        status = f"stopped after {len(metrics)}/{epochs_planned} epochs"
     else:
         status = "not started"
     return TrialRow(

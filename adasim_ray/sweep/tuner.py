@@ -182,7 +182,9 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, *, max_trials: int | None, log_ev
             time_attr="training_iteration",
             grace_period=sweep.scheduler.grace_period,
             reduction_factor=sweep.scheduler.reduction_factor,
-            max_t=max(int(sweep.base.get("epochs", 1)), sweep.scheduler.grace_period),
+            # One past the last epoch: a trial that reaches the end is never stopped by ASHA
+            # before its run has written its summary and final evaluation.
+            max_t=max(_epochs(sweep) + 1, sweep.scheduler.grace_period + 1),
         )
     return tune.Tuner(
         _trainable(sweep, sweep_dir, log_every),
@@ -202,6 +204,12 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, *, max_trials: int | None, log_ev
             verbose=1,
         ),
     )
+
+
+def _epochs(sweep: Sweep) -> int:
+    from adasim_ray.config import config_from_dict
+
+    return config_from_dict(sweep.base).epochs
 
 
 def new_sweep_dir(output: str, config_path: str) -> Path:

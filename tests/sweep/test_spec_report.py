@@ -131,7 +131,7 @@ def test_report_one_row_per_trial_with_the_best_setting(tmp_path):
     assert main(["report", str(tmp_path), "--json"]) == 0
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [r["trial"] for r in rows] == ["t_00000", "t_00001", "t_00002", "t_00003"]
-    assert [r["status"] for r in rows] == ["done", "done", "stopped at 1/2", "error"]
+    assert [r["status"] for r in rows] == ["done", "done", "stopped after 1/2 epochs", "error"]
     assert float(rows[1]["knn_top1"]) == 0.7 and float(rows[1]["adasim.tau"]) == 0.0
     assert "must be >= 0" in rows[3]["error"]
     md = (tmp_path / "results.md").read_text()
