@@ -4,7 +4,9 @@
    first), and the start-up time apart.
 2. The same with AdaSim (w = 1, so bootstrapping and the cache run from epoch 2).
 3. The same training step in a bare single-process loop without Ray, on batches of views made
-   beforehand (the training compute alone).
+   beforehand (the training compute alone: ``ray_vs_bare``), and with each batch loaded and
+   augmented inline as a plain PyTorch script would (``ray_vs_bare_with_data``: on 2 cores the
+   Ray pipeline's fetch competes with training for the same cores, so this is the fair one).
 4. The partner fetch alone (load by index + the two views), pairs/s in one process.
 
 Same backbone, batch, data and threads for all. The last line is one JSON object with
@@ -73,8 +75,10 @@ def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float
     return steady, total - train
 
 
-def bare_loop(args: argparse.Namespace) -> float:
-    """Images/s of train_step on pre-made views, no Ray, one process."""
+def bare_loop(args: argparse.Namespace, make_views_inline: bool = False) -> float:
+    """Images/s of train_step in one process without Ray: on views made beforehand (the
+    training compute alone), or with each batch loaded and augmented inline as a plain
+    PyTorch script would (``make_views_inline``)."""
     from adasim_ray.config import load_config
     from adasim_ray.methods import train_step
     from adasim_ray.recipe import build_model, make_views, open_train_source
@@ -93,7 +97,13 @@ def bare_loop(args: argparse.Namespace) -> float:
     train_step(model, optimizer, *batches[0], 0)  # warm-up
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < args.bare_seconds:
-        anchor, partner = batches[steps % len(batches)]
+        if make_views_inline:
+            ids = (np.arange(args.batch) + steps * args.batch) % len(source)
+            imgs = source.load_many(ids)
+            gen = torch.Generator().manual_seed(steps)
+            anchor, partner = views.views(imgs, 0, gen), views.views(imgs[::-1], 1, gen)
+        else:
+            anchor, partner = batches[steps % len(batches)]
         train_step(model, optimizer, anchor, partner, 1 + steps % (model.total_iters - 1))
         steps += 1
     return steps * args.batch / (time.perf_counter() - t0)
@@ -145,10 +155,15 @@ def main() -> None:
     ray.shutdown()
     result["bare_images_per_s"] = bare_loop(args)
     print(f"[bare] {result['bare_images_per_s']:.1f} img/s", flush=True)
+    result["bare_with_data_images_per_s"] = bare_loop(args, make_views_inline=True)
+    print(f"[bare + data] {result['bare_with_data_images_per_s']:.1f} img/s", flush=True)
     result["fetch_pairs_per_s"] = fetch_rate(args)
     print(f"[fetch] {result['fetch_pairs_per_s']:.1f} pairs/s", flush=True)
     result["adasim_vs_baseline"] = result["adasim_images_per_s"] / result["baseline_images_per_s"]
     result["ray_vs_bare"] = result["baseline_images_per_s"] / result["bare_images_per_s"]
+    result["ray_vs_bare_with_data"] = (
+        result["baseline_images_per_s"] / result["bare_with_data_images_per_s"]
+    )
     print(json.dumps(result))
 
 
