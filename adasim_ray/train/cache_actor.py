@@ -22,8 +22,18 @@ from adasim_ray.engine import BootstrapConfig, BootstrapShard, PlanStats, TopK, 
 from adasim_ray.engine.shard import shard_ranges
 
 
+class ShardLostError(RuntimeError):
+    """A shard actor restarted by Ray after its process died: its cache and window are empty
+    until rank 0 restores them from the checkpoint (``load_state``) or starts over (``reset``).
+    Answering from an empty cache would silently change the run, so it refuses instead."""
+
+
 class CacheShardActor:
-    """One shard of the bootstrapping state (use through :class:`ShardedCache`)."""
+    """One shard of the bootstrapping state (use through :class:`ShardedCache`).
+
+    A restarted actor (Ray re-runs ``__init__``) is *lost*: every call but ``ping``, ``stats``,
+    ``reset`` and ``load_state`` raises :class:`ShardLostError` until it is restored.
+    """
 
     def __init__(
         self,
@@ -46,15 +56,29 @@ class CacheShardActor:
         }
         self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]
         self.busy_s = 0.0
+        self.lost = ray.get_runtime_context().was_current_actor_reconstructed
+
+    def _check(self) -> None:
+        if self.lost:
+            lo, hi = self._args[1], self._args[2]
+            raise ShardLostError(
+                f"cache shard for images [{lo}, {hi}) was restarted and is empty: "
+                "restore it from the last checkpoint"
+            )
 
     def ping(self) -> str:
         return str(self.shard.cache.device)
 
+    def is_lost(self) -> bool:
+        return self.lost
+
     def reset(self) -> None:
         """Back to an empty cache and window (a run that starts with no checkpoint)."""
         self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]
+        self.lost = False
 
     def query_and_write(self, ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check()
         t0 = time.perf_counter()
         top = self.shard.query_and_write(torch.tensor(ids), torch.tensor(feats))
         self.busy_s += time.perf_counter() - t0
@@ -62,6 +86,7 @@ class CacheShardActor:
 
     def step(self, ids: np.ndarray, feats: np.ndarray) -> None:
         """Query, write and record in one call: the whole step when this is the only shard."""
+        self._check()
         t0 = time.perf_counter()
         ids_t = torch.tensor(ids)
         top = self.shard.query_and_write(ids_t, torch.tensor(feats))
@@ -69,22 +94,27 @@ class CacheShardActor:
         self.busy_s += time.perf_counter() - t0
 
     def record(self, ids: np.ndarray, sims: np.ndarray, nbr_ids: np.ndarray) -> None:
+        self._check()
         self.shard.record(torch.tensor(ids), TopK(torch.tensor(sims), torch.tensor(nbr_ids)))
 
     def end_epoch(self) -> dict[str, int]:
+        self._check()
         return self.shard.end_epoch().__dict__.copy()
 
     def partners(self) -> np.ndarray:
+        self._check()
         return self.shard.partners.numpy()
 
     def epochs_closed(self) -> int:
         return self.shard.epochs_closed
 
     def state(self) -> dict[str, Any]:
+        self._check()
         return self.shard.state_dict()
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.shard.load_state_dict(state)
+        self.lost = False
 
     def stats(self) -> dict[str, float]:
         return {"busy_s": self.busy_s, "nbytes": self.shard.nbytes()}
@@ -109,8 +139,9 @@ def create_shard_actors(
 ) -> list[ray.actor.ActorHandle]:
     """Start the S shard actors of a run (named, so that Train workers can find them).
 
-    They are restarted by Ray if their process dies (empty: rank 0 then restores them from the
-    last checkpoint when the Train workers restart), and spread over nodes.
+    They are restarted by Ray if their process dies (empty and refusing calls, see
+    :class:`ShardLostError`: the failed step restarts the Train workers, whose rank 0 restores
+    the shards from the last checkpoint), and spread over nodes.
     """
     remote = ray.remote(CacheShardActor)
     handles = []

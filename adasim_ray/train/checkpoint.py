@@ -7,14 +7,17 @@ local path or a cloud URI) holds:
   global iteration (the schedules are indexed by it), RNG state;
 - ``cache_shard_<s>.pt``: each cache shard's rows, window and partners, written by rank 0 only
   (the shards live once, in actors, never per worker);
-- ``meta.json``: epoch, key settings and the plan metrics, written *last*: a directory without
-  it is an interrupted save and is never loaded.
+- ``meta.json``: epoch, key settings, the plan metrics and the size of every other file,
+  written *last*: a directory without it is an interrupted save, and one whose files differ
+  from the sizes it lists was cut short while being copied (Ray copies a reported checkpoint
+  file by file, in no set order); neither is ever loaded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +60,19 @@ def write_checkpoint(
     model_state: dict[str, Any],
     shard_states: list[dict[str, Any]],
     meta: dict[str, Any],
+    between_files: Callable[[], None] | None = None,
 ) -> None:
-    """Fill ``directory`` with a complete checkpoint; ``meta.json`` is written last."""
+    """Fill ``directory`` with a complete checkpoint; ``meta.json`` (with every other file's
+    size) is written last. ``between_files`` runs after the model file (a fault hook)."""
     directory = Path(directory)
     _atomic_save(model_state, directory / MODEL)
+    if between_files is not None:
+        between_files()
+    names = [MODEL]
     for s, state in enumerate(shard_states):
         _atomic_save(state, directory / f"cache_shard_{s}.pt")
+        names.append(f"cache_shard_{s}.pt")
+    meta = meta | {"files": {name: (directory / name).stat().st_size for name in names}}
     tmp = directory / (META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, directory / META)
@@ -78,10 +88,25 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({err})") from None
 
 
+def verify(directory: str | Path) -> dict[str, Any]:
+    """The meta of a complete checkpoint; CheckpointError (one line) if it is not one."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    for name, size in meta.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: {name} is missing")
+        if path.stat().st_size != size:
+            raise CheckpointError(
+                f"{directory}: {name} is truncated ({path.stat().st_size} of {size} bytes)"
+            )
+    return meta
+
+
 def read_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     """(meta, model state, shard states) of a complete checkpoint directory."""
     directory = Path(directory)
-    meta = read_meta(directory)
+    meta = verify(directory)
     try:
         model = torch.load(directory / MODEL, map_location="cpu", weights_only=False)
         shards = [
@@ -110,13 +135,25 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], force: bool
         )
 
 
+def damaged_checkpoints(run_dir: str | Path) -> list[str]:
+    """One line per ``checkpoint_*`` directory of a run that cannot be loaded, and why."""
+    problems = []
+    for path in sorted(Path(run_dir).glob("checkpoint_*")):
+        try:
+            verify(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+    return problems
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The complete ``checkpoint_*`` directory of a run with the highest epoch, if any."""
+    """The complete ``checkpoint_*`` directory of a run with the highest epoch, if any;
+    interrupted or truncated ones are passed over (see ``damaged_checkpoints``)."""
     best: tuple[int, str] | None = None
     best_path = None
     for path in Path(run_dir).glob("checkpoint_*"):
         try:
-            meta = read_meta(path)
+            meta = verify(path)
         except CheckpointError:
             continue
         key = (int(meta["epoch"]), path.name)

@@ -44,6 +44,7 @@ from adasim_ray.train.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from adasim_ray.train.faults import FaultInjector, parse_faults
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
@@ -82,20 +83,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
     model = ray.train.torch.prepare_model(method)
 
-    cache = board = None
+    cache = board = faults = None
+    if rank == 0 and loop_config.get("faults"):
+        faults = FaultInjector(parse_faults(loop_config["faults"]), loop_config["run_dir"],
+                               loop_config.get("driver_pid"))
     if rank == 0:
         cache = ShardedCache.by_name(run_name, cfg.ray.cache_shards, cfg.adasim.topk)
         board = ray.get_actor(plan_board_name(run_name))
     start_epoch, plan_metrics = 0, {"bootstrap_ratio": 0.0, "nn_top1": None, "nn2_top1": None}
     local_mode = bool(loop_config.get("local_mode"))
     checkpoint = ray.train.get_checkpoint()
-    local_ckpt = latest_checkpoint(loop_config["run_dir"]) if local_mode else None
+    local_ckpt = _newest_local_checkpoint(loop_config["run_dir"])
     if checkpoint is not None or local_ckpt is not None:
-        if checkpoint is not None:
+        if local_ckpt is not None:
+            meta, state, shard_states = read_checkpoint(local_ckpt)
+        else:
             with checkpoint.as_directory() as directory:
                 meta, state, shard_states = read_checkpoint(directory)
-        else:
-            meta, state, shard_states = read_checkpoint(local_ckpt)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -107,6 +111,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         del shard_states
         if rank == 0:
             print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
+            if faults is not None:
+                faults.resumed(start_epoch)
     elif cache is not None:
         cache.reset()  # a restarted shard actor, or a fresh run: start empty
 
@@ -137,6 +143,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         model.train()
         for batch in stream:
             it = epoch * iters + step
+            if faults is not None:
+                faults.at_step(it, cache.handles)
             anchor = batch["anchor"].to(device, non_blocking=True)
             partner = batch["partner"].to(device, non_blocking=True)
             out = train_step(model, optimizer, anchor, partner, it, scaler)
@@ -214,6 +222,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                         "plan_metrics": next_plan,
                         "metrics": metrics,
                     },
+                    between_files=None if faults is None
+                    else lambda e=epoch + 1: faults.during_save(e),
                 )
             metrics_log.append(metrics)
             if writer is not None:
@@ -241,6 +251,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if writer is not None:
         writer.close()
     return last
+
+
+def _newest_local_checkpoint(run_dir: str) -> Path | None:
+    """The newest complete checkpoint of a run on local storage (Ray Train's and local mode's
+    both live in the run directory). Preferred to the one Ray Train hands back: a worker
+    killed hard can lose the checkpoint it reported within the controller's last poll,
+    though its files are complete on disk. None for cloud storage (Ray's is used)."""
+    return None if "://" in run_dir else latest_checkpoint(run_dir)
 
 
 def _remove_tree(path: str) -> None:

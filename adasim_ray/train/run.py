@@ -14,6 +14,7 @@ the same checkpoint. A checkpoint whose key settings differ is refused unless fo
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -22,13 +23,22 @@ from typing import Any
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
 from adasim_ray.configfile import to_dict
 from adasim_ray.engine import BootstrapConfig
-from adasim_ray.recipe import build_backbone_for, labels_of, make_views, open_train_source
+from adasim_ray.recipe import (
+    build_backbone_for,
+    labels_of,
+    make_views,
+    open_eval_sources,
+    open_train_source,
+)
 from adasim_ray.train.checkpoint import (
+    CheckpointError,
     check_compatible,
+    damaged_checkpoints,
     key_settings,
     latest_checkpoint,
     read_meta,
 )
+from adasim_ray.train.faults import FAULT_ENV, parse_faults
 from adasim_ray.train.rundir import CONFIG, SUMMARY, MetricsLog, dumps, join, write_text
 
 
@@ -85,6 +95,49 @@ def resolve_resume(resume: str) -> tuple[str, str]:
     return str(run_dir.parent), run_dir.name
 
 
+def check_eval_labels(cfg: PretrainConfig) -> None:
+    """The online k-NN (and the final evaluation) need labelled eval images: say so at start,
+    not after the first epoch."""
+    memory, queries = open_eval_sources(cfg)
+    for source in (memory, queries):
+        if source.labels is None:
+            raise ConfigError(
+                f"eval_data: {source.name} has no labels, and the k-NN evaluation needs them; "
+                "set eval_data to a labelled data set (e.g. class folders)"
+            )
+
+
+def check_storage(run_dir: str, need_bytes: int) -> None:
+    """Fail at start, in one line, when a local run directory cannot be written or its disk
+    lacks room for two checkpoints (``need_bytes`` each), rather than at the first save."""
+    if "://" in run_dir:
+        return
+    probe = Path(run_dir) / ".write-test"
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"--output: cannot write the run directory {run_dir} ({err.strerror or err})"
+        ) from None
+    free = shutil.disk_usage(run_dir).free
+    if free < 2 * need_bytes:
+        raise ConfigError(
+            f"--output: {run_dir} has {free / 2**20:.0f} MiB free, two checkpoints need "
+            f"{2 * need_bytes / 2**20:.0f} MiB"
+        )
+
+
+def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
+                     num_params: int) -> int:
+    """About what one checkpoint takes: student + teacher + AdamW's two moments (fp32), the
+    cache rows (``cache_dtype``) and the window (similarities and ids of w x K per image)."""
+    item = 2 if cfg.adasim.cache_dtype in ("float16", "bfloat16") else 4
+    window = cfg.adasim.window * cfg.adasim.topk * (4 + 8)
+    return 4 * 4 * num_params + num_images * (feat_dim * item + window + 8)
+
+
 def pretrain(
     cfg: PretrainConfig,
     output: str = "runs",
@@ -106,22 +159,37 @@ def pretrain(
     source = open_train_source(cfg)
     num_images = len(source)
     validate(cfg, num_images, labelled=source.labels is not None)
+    check_eval_labels(cfg)
     views = make_views(cfg, source)
-    _, feat_dim = build_backbone_for(cfg, views)
+    backbone, feat_dim = build_backbone_for(cfg, views)
     settings = key_settings(cfg, num_images, feat_dim)
+    try:
+        faults = os.environ.get(FAULT_ENV) or None
+        parse_faults(faults)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
     if resume is not None:
         storage, run_name = resolve_resume(resume)
         latest = latest_checkpoint(join(storage, run_name))
+        damaged = damaged_checkpoints(join(storage, run_name))
         if latest is not None:
             check_compatible(read_meta(latest)["settings"], settings, force)
+        elif damaged and not force:
+            raise CheckpointError(
+                f"--resume: no usable checkpoint in {resume}: {damaged[-1]}; "
+                "pass --force to start it over"
+            )
+        for problem in damaged:
+            print(f"[adasim] passing over a damaged checkpoint: {problem}", flush=True)
     else:
         storage = cfg.ray.storage_path or output
         run_name = run_name or new_run_name(cfg)
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
-        Path(storage, run_name).mkdir(parents=True, exist_ok=True)
     run_dir = join(storage, run_name)
+    params = sum(p.numel() for p in backbone.parameters())
+    check_storage(run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
     write_text(join(run_dir, CONFIG), dump_config(cfg))
 
     import ray
@@ -180,6 +248,8 @@ def pretrain(
             "log_every": log_every,
             "local_mode": cfg.ray.num_workers == 0,
             "stop_after": stop_after,
+            "faults": faults,
+            "driver_pid": os.getpid(),
             "tensorboard_dir": join(run_dir, "tensorboard") if local_tb else None,
         },
         scaling_config=ScalingConfig(

@@ -1,0 +1,120 @@
+"""Faults injected on purpose, to prove what the checkpoints promise (``ADASIM_FAULT``).
+
+``ADASIM_FAULT="kill_worker@6,kill_shard@9,kill_driver@14"`` makes rank 0 of a run, at the
+start of the given global training step (``epoch * iters_per_epoch + step``, from 0):
+
+=================  ==========================================================================
+``kill_worker@N``  SIGKILL its own Train worker process (Ray Train replaces the worker group
+                   within ``ray.max_failures``; the run continues from the newest checkpoint)
+``kill_shard@N``   kill cache shard actor 0 (Ray restarts it empty; it refuses calls until
+                   restored from the checkpoint, which fails the step and restarts the group)
+``kill_driver@N``  SIGKILL the driver (``launch.py pretrain --resume RUN_DIR`` finishes it)
+``kill_save@E``    SIGKILL itself in the middle of the checkpoint of epoch E (after the model
+                   file, before the shards and ``meta.json``): that save never loads
+=================  ==========================================================================
+
+Each fault fires once per run: it is appended to ``RUN_DIR/faults.jsonl`` (flushed to disk)
+*before* it acts, and a restarted worker that reaches the same step again skips it. The file
+is the record a fault test reads back (which faults fired, at which step, in which process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FAULT_ENV = "ADASIM_FAULT"
+FAULTS_LOG = "faults.jsonl"
+KINDS = ("kill_worker", "kill_shard", "kill_driver", "kill_save")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: int  # global step (kill_save: epoch)
+
+
+def parse_faults(text: str | None) -> list[Fault]:
+    """``"kill_worker@6,kill_shard@9"`` -> faults; ValueError (one line) on a bad entry."""
+    faults = []
+    for item in (text or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        kind, sep, at = item.partition("@")
+        if kind not in KINDS or not sep or not at.isdigit():
+            raise ValueError(
+                f"{FAULT_ENV}: bad entry {item!r}: expected KIND@N with KIND one of "
+                f"{', '.join(KINDS)} and N a step number (kill_save: an epoch)"
+            )
+        faults.append(Fault(kind, int(at)))
+    return faults
+
+
+def fired(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The faults a run has injected so far (``faults.jsonl``), oldest first."""
+    path = Path(run_dir) / FAULTS_LOG
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if "fault" in row]
+
+
+def resumes(run_dir: str | Path) -> list[int]:
+    """The epochs a run's restarted workers continued from, in order (faults.jsonl)."""
+    path = Path(run_dir) / FAULTS_LOG
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row["resumed_from_epoch"] for row in rows if "resumed_from_epoch" in row]
+
+
+class FaultInjector:
+    """Rank 0's side of ``ADASIM_FAULT`` (see the module docstring)."""
+
+    def __init__(self, faults: list[Fault], run_dir: str, driver_pid: int | None) -> None:
+        self.faults, self.run_dir, self.driver_pid = faults, run_dir, driver_pid
+
+    def _claim(self, fault: Fault, **extra: Any) -> bool:
+        """Record the fault unless it already fired; True if this call should act."""
+        done = {(f["fault"], f["at"]) for f in fired(self.run_dir)}
+        if (fault.kind, fault.at) in done:
+            return False
+        entry = {"fault": fault.kind, "at": fault.at, "pid": os.getpid(), "time": time.time()}
+        with open(Path(self.run_dir) / FAULTS_LOG, "a") as fh:
+            fh.write(json.dumps(entry | extra) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        print(f"[adasim] fault injected: {fault.kind}@{fault.at}", flush=True)
+        return True
+
+    def at_step(self, it: int, shard_handles: list[Any]) -> None:
+        for fault in self.faults:
+            if fault.at != it or fault.kind in ("kill_save",) or not self._claim(fault):
+                continue
+            if fault.kind == "kill_worker":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif fault.kind == "kill_shard":
+                import ray
+
+                ray.kill(shard_handles[0], no_restart=False)
+            elif fault.kind == "kill_driver" and self.driver_pid is not None:
+                # The driver's pid only means something on its own machine (a local test).
+                os.kill(self.driver_pid, signal.SIGKILL)
+                time.sleep(60)  # the job goes down with its driver; do not train on
+
+    def resumed(self, epoch: int) -> None:
+        """Log that this (re)started worker continues from the checkpoint of ``epoch``."""
+        entry = {"resumed_from_epoch": epoch, "pid": os.getpid(), "time": time.time()}
+        with open(Path(self.run_dir) / FAULTS_LOG, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    def during_save(self, epoch: int) -> None:
+        """Called between the files of a checkpoint write."""
+        for fault in self.faults:
+            if fault.kind == "kill_save" and fault.at == epoch and self._claim(fault):
+                os.kill(os.getpid(), signal.SIGKILL)
