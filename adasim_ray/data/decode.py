@@ -48,7 +48,10 @@ def decode_image(data: bytes | Path, what: str) -> np.ndarray:
     # PIL raises OSError, SyntaxError, ValueError, EOFError, DecompressionBombError, ...
     # depending on the codec: every one of them means "this image cannot be used".
     except Exception as exc:
-        raise DataError(f"{what}: cannot decode image ({one_line(exc)})") from exc
+        raise DataError(
+            f"{what}: cannot decode image ({one_line(exc)}); --set skip_corrupt=true leaves "
+            "such images out"
+        ) from exc
     return np.array(rgb, dtype=np.uint8)
 
 

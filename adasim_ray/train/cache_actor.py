@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,10 @@ class CacheShardActor:
         labels: np.ndarray | None,
     ) -> None:
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        # As many torch threads as CPUs reserved (at least one): an actor with 0 CPUs that
+        # spins an OpenMP team on every query steals the training step's cores.
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+        torch.set_num_threads(max(1, int(cpus)))
         self._args = (num_images, start, stop, dim, BootstrapConfig(**cfg))
         self._kwargs = {
             "cache_dtype": cache_dtype,
@@ -56,7 +61,9 @@ class CacheShardActor:
         }
         self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]
         self.busy_s = 0.0
-        self.lost = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of actor_id
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.lost = ray.get_runtime_context().was_current_actor_reconstructed
 
     def _check(self) -> None:
         if self.lost:

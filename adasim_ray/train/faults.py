@@ -15,7 +15,8 @@ start of the given global training step (``epoch * iters_per_epoch + step``, fro
 
 Each fault fires once per run: it is appended to ``RUN_DIR/faults.jsonl`` (flushed to disk)
 *before* it acts, and a restarted worker that reaches the same step again skips it. The file
-is the record a fault test reads back (which faults fired, at which step, in which process).
+is the record a fault test reads back (which faults fired, at which step, in which process);
+``RUN_DIR/resumes.jsonl`` records every restart's starting epoch, with or without faults.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 FAULT_ENV = "ADASIM_FAULT"
 FAULTS_LOG = "faults.jsonl"
+RESUMES_LOG = "resumes.jsonl"
 KINDS = ("kill_worker", "kill_shard", "kill_driver", "kill_save")
 
 
@@ -60,17 +62,26 @@ def fired(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / FAULTS_LOG
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row for row in rows if "fault" in row]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def record_resume(run_dir: str, epoch: int) -> None:
+    """Append to ``RUN_DIR/resumes.jsonl`` that a (re)started worker group continues from
+    the checkpoint of ``epoch`` (every resume, faults injected or not; local storage only)."""
+    if "://" in run_dir:
+        return
+    entry = {"resumed_from_epoch": epoch, "pid": os.getpid(), "time": time.time()}
+    with open(Path(run_dir) / RESUMES_LOG, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
 
 
 def resumes(run_dir: str | Path) -> list[int]:
-    """The epochs a run's restarted workers continued from, in order (faults.jsonl)."""
-    path = Path(run_dir) / FAULTS_LOG
+    """The epochs a run continued from after each restart or ``--resume``, in order."""
+    path = Path(run_dir) / RESUMES_LOG
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row["resumed_from_epoch"] for row in rows if "resumed_from_epoch" in row]
+    return [row["resumed_from_epoch"] for row in rows]
 
 
 class FaultInjector:
@@ -106,12 +117,6 @@ class FaultInjector:
                 # The driver's pid only means something on its own machine (a local test).
                 os.kill(self.driver_pid, signal.SIGKILL)
                 time.sleep(60)  # the job goes down with its driver; do not train on
-
-    def resumed(self, epoch: int) -> None:
-        """Log that this (re)started worker continues from the checkpoint of ``epoch``."""
-        entry = {"resumed_from_epoch": epoch, "pid": os.getpid(), "time": time.time()}
-        with open(Path(self.run_dir) / FAULTS_LOG, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
 
     def during_save(self, epoch: int) -> None:
         """Called between the files of a checkpoint write."""

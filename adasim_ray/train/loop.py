@@ -44,7 +44,7 @@ from adasim_ray.train.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from adasim_ray.train.faults import FaultInjector, parse_faults
+from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
@@ -74,6 +74,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    # As many torch threads as CPUs reserved, whatever imported torch first in this process:
+    # a thread count that differs between launches changes the float sums (measured: the
+    # same run driven in-process or from `launch.py` differed by 3e-7 in the first loss).
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     log_every = int(loop_config.get("log_every", 20))
 
     source = open_train_source(cfg)
@@ -111,8 +115,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         del shard_states
         if rank == 0:
             print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
-            if faults is not None:
-                faults.resumed(start_epoch)
+            record_resume(loop_config["run_dir"], start_epoch)
     elif cache is not None:
         cache.reset()  # a restarted shard actor, or a fresh run: start empty
 
@@ -140,6 +143,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         )
         losses, z_stds, entropies, lr = [], [], [], float("nan")
         step, images, steady_t0, steady_images = 0, 0, None, 0
+        first_batch_s = float("nan")
         model.train()
         for batch in stream:
             it = epoch * iters + step
@@ -161,6 +165,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             images += len(anchor) * world
             if step == 1:  # throughput from the second step on: start-up reported apart
                 steady_t0, steady_images = time.perf_counter(), images
+                first_batch_s = steady_t0 - epoch_t0
             if rank == 0 and (step % log_every == 0 or step == iters):
                 rate = (images - steady_images) / max(time.perf_counter() - steady_t0, 1e-9)
                 print(
@@ -183,6 +188,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             "lr": lr,
             "images_per_s": images_per_s,
             "train_s": train_s,
+            "first_batch_s": first_batch_s,
             **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},
         }
         ckpt_dir = None

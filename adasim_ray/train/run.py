@@ -39,24 +39,13 @@ from adasim_ray.train.checkpoint import (
     read_meta,
 )
 from adasim_ray.train.faults import FAULT_ENV, parse_faults
+from adasim_ray.train.hooks import pin_ray_address
 from adasim_ray.train.rundir import CONFIG, SUMMARY, MetricsLog, dumps, join, write_text
 
 
 def new_run_name(cfg: PretrainConfig) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return f"{cfg.method}-{cfg.adasim.mode}-{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-def pin_ray_address() -> None:
-    """Worker set-up hook: point RAY_ADDRESS at this cluster.
-
-    Ray Train frees a stopped run's placement group through the State API, which refuses to
-    guess when several Ray instances run on one machine ("Found multiple active Ray
-    instances"); the group then leaks and later runs wait forever for CPUs (measured here).
-    """
-    import ray
-
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def start_local_ray(**kwargs: Any) -> None:
@@ -68,6 +57,11 @@ def start_local_ray(**kwargs: Any) -> None:
         include_dashboard=True,
         configure_logging=False,
         runtime_env={"worker_process_setup_hook": pin_ray_address},
+        # Ray kills idle worker processes after 1 s once more are alive than CPUs, so on a
+        # small machine the Ray Data fetch processes died between epochs and every epoch
+        # paid their start-up (imports, opening the data set) again: measured on 2 cores,
+        # 8-20 s to the first batch of each epoch, 0.8 s with them kept.
+        _system_config={"idle_worker_killing_time_threshold_ms": 10 * 60 * 1000},
         **kwargs,
     )
 
@@ -93,6 +87,33 @@ def resolve_resume(resume: str) -> tuple[str, str]:
     if not (run_dir / CONFIG).is_file():
         raise ConfigError(f"--resume: {run_dir} has no {CONFIG}: not a run directory")
     return str(run_dir.parent), run_dir.name
+
+
+def user_error(err: BaseException) -> Exception | None:
+    """The data or config error at the root of a failed run (a corrupt image met by a Ray
+    Data task, say), as a one-line error of ours; None when the failure is something else.
+
+    Ray wraps a task's exception in its own (and Train in a worker-group error), so both the
+    exception chain and, failing that, the text of the traceback are searched."""
+    from adasim_ray.data import DataError
+
+    seen, todo = set(), [err]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, (DataError, ConfigError, CheckpointError)):
+            return type(cur)(str(cur).splitlines()[0]) if str(cur) else cur
+        todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None)]
+        failures = getattr(cur, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo += list(failures.values())
+    for line in reversed(str(err).splitlines()):
+        for name, kind in (("DataError: ", DataError), ("ConfigError: ", ConfigError)):
+            if name in line:
+                return kind(line.split(name, 1)[1].strip())
+    return None
 
 
 def check_eval_labels(cfg: PretrainConfig) -> None:
@@ -272,11 +293,13 @@ def pretrain(
     )
     try:
         result = trainer.fit()
+    except Exception as err:  # local mode raises the loop's error directly
+        raise user_error(err) or err  # noqa: B904 - ours replaces Ray's wrapping on purpose
     finally:
         for handle in [*shards, board]:
             ray.kill(handle)
     if result.error is not None:
-        raise result.error
+        raise user_error(result.error) or result.error
     rows = MetricsLog(run_dir).read()
     summary = {
         "run_dir": run_dir,

@@ -63,33 +63,42 @@ def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
     driver = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     assert driver.returncode == -9, driver.stdout[-3000:] + driver.stderr[-3000:]
-    [run_dir] = list((tmp_path / "faulty").iterdir())
+    [run_dir] = [str(p) for p in (tmp_path / "faulty").iterdir()]
     # Each fault fired exactly once, at its step; after each the worker group restarted from
     # the checkpoint of the epoch before the fault: at most the steps since it are repeated.
     assert [(f["fault"], f["at"]) for f in fired(run_dir)] == list(FAULTS.items())
     assert resumes(run_dir) == [FAULTS["kill_worker"] // ITERS, FAULTS["kill_shard"] // ITERS]
     assert len(MetricsLog(run_dir).read()) == FAULTS["kill_driver"] // ITERS
 
-    resumed = pretrain(load_config(None, RUN), resume=str(run_dir), log_every=1000)
+    cfg = load_config(Path(run_dir) / "config.yaml")  # what the driver ran
+    resumed = pretrain(cfg, resume=run_dir, log_every=1000)
     assert resumes(run_dir)[-1] == FAULTS["kill_driver"] // ITERS
-    straight = pretrain(load_config(None, RUN), str(tmp_path / "straight"), log_every=1000)
+    straight = pretrain(cfg, str(tmp_path / "straight"), log_every=1000)
 
     got, want = MetricsLog(resumed["run_dir"]).read(), MetricsLog(straight["run_dir"]).read()
     assert [r["epoch"] for r in got] == [1, 2, 3, 4]
     for a, b in zip(want, got, strict=True):
-        for key in ("loss", "bootstrap_ratio", "nn_top1", "nn2_top1", "z_std"):
-            assert a[key] == pytest.approx(b[key], abs=1e-5), (key, a["epoch"])
-    assert got[-1]["knn_top1"] == pytest.approx(want[-1]["knn_top1"], abs=0.01)
+        for key in ("bootstrap_ratio", "nn_top1", "nn2_top1"):
+            assert a[key] == b[key], (key, a["epoch"])
+        for key in ("loss", "z_std"):  # bit for bit (measured; 1e-6 leaves room for kernels)
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (key, a["epoch"])
+    worst = max(abs(a["loss"] - b["loss"]) for a, b in zip(want, got, strict=True))
+    print("largest loss difference:", worst)
+    assert got[-1]["knn_top1"] == want[-1]["knn_top1"]
 
     _, model_a, [shard_a] = read_checkpoint(latest_checkpoint(resumed["run_dir"]))
     _, model_b, [shard_b] = read_checkpoint(latest_checkpoint(straight["run_dir"]))
+    worst = 0.0
     for name, tensor in model_b["model"].items():
-        assert torch.allclose(model_a["model"][name].float(), tensor.float(), atol=1e-4), name
+        diff = (model_a["model"][name].float() - tensor.float()).abs().max().item()
+        worst = max(worst, diff)
+        assert diff < 1e-5, name
+    print("largest weight difference:", worst)
     assert_same_state(shard_a, shard_b, "shard")
 
 
 def assert_same_state(a, b, where: str) -> None:
-    """Integer tensors (window ids, partners) exactly; fp16 cache rows within one ulp."""
+    """Window ids and partners exactly; cache rows (fp16) within one ulp."""
     if isinstance(b, dict):
         assert a.keys() == b.keys(), where
         for key in b:
@@ -100,3 +109,28 @@ def assert_same_state(a, b, where: str) -> None:
         assert torch.equal(a, b), where
     else:
         assert a == b, where
+
+
+def test_a_corrupt_image_met_in_training_is_one_line(ray_session, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from adasim_ray.cli import main
+
+    root = tmp_path / "images"
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            for k in range(12):
+                path = root / split / name / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((8, 8, 3), 20 * k, np.uint8)).save(path)
+    bad = root / "train" / "a" / "5.png"
+    bad.write_bytes(b"\x89PNG cut short")
+    code = main(["pretrain", "--data", f"folder:{root}", "--output", str(tmp_path / "out"),
+                 "--set", "batch_size=8", "--set", "epochs=1", "--set", "ray.num_workers=0",
+                 "--set", "eval.linear=false", "--set", "eval.fewshot=false"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith("error: ") and str(bad) in last and "skip_corrupt" in last
+    [run_dir] = list((tmp_path / "out").iterdir())
+    assert (run_dir / "config.yaml").is_file()  # the run directory is kept
