@@ -67,21 +67,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     print(f"[adasim] k-NN top-1 (learned features): {_fmt(final.get('knn_top1'))}")
     if args.baselines:
         rows = _baselines(cfg)
-        rows.insert(0, ("learned (this run)", final.get("knn_top1")))
+        rows.insert(0, ("learned (this run)", final.get("knn_top1"), final.get("linear_top1")))
         print(_table(rows, cfg))
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
-def _baselines(cfg: Any) -> list[tuple[str, float | None]]:
-    """k-NN of the same network at random init, and of raw pixels, on the same split."""
+def _baselines(cfg: Any) -> list[tuple[str, float | None, float | None]]:
+    """(name, k-NN top-1, linear top-1) of the same network at random init and of raw
+    pixels, on the same split as the run's final evaluation."""
     import torch
 
-    from adasim_ray.evaluation.protocol import evaluate_raw_pixels
+    from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
     from adasim_ray.recipe import (
         build_backbone_for,
-        knn_evaluation,
         make_views,
         open_eval_sources,
         open_train_source,
@@ -91,27 +91,31 @@ def _baselines(cfg: Any) -> list[tuple[str, float | None]]:
     views = make_views(cfg, open_train_source(cfg))
     torch.manual_seed(cfg.seed)
     backbone, _ = build_backbone_for(cfg, views)
-    random_init = knn_evaluation(backbone, cfg, sources, views)["knn_top1"]
-    raw = evaluate_raw_pixels(
-        sources[0],
-        sources[1],
-        linear=False,
-        fewshot=False,
-        k=cfg.eval.knn_k,
-        T=cfg.eval.knn_temperature,
-    )["knn_top1"]
-    return [("same network, random init", random_init), ("raw pixels", raw)]
+    protocol = {"linear": cfg.eval.linear, "fewshot": False, "seed": cfg.seed,
+                "k": cfg.eval.knn_k, "T": cfg.eval.knn_temperature}
+    random_init = evaluate_backbone(backbone, sources[0], sources[1], views.eval_transform,
+                                    **protocol)
+    raw = evaluate_raw_pixels(sources[0], sources[1], **protocol)
+    return [
+        ("same network, random init", random_init["knn_top1"], random_init.get("linear_top1")),
+        ("raw pixels", raw["knn_top1"], raw.get("linear_top1")),
+    ]
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _table(rows: list[tuple[str, float | None]], cfg: Any) -> str:
-    width = max(len(name) for name, _ in rows)
+def _table(rows: list[tuple[str, float | None, float | None]], cfg: Any) -> str:
+    width = max(len(name) for name, _, _ in rows)
     spec = cfg.eval_data or cfg.data
-    lines = [f"k-NN top-1 (k={cfg.eval.knn_k}) on {spec} test split", "-" * (width + 12)]
-    lines += [f"{name:<{width}}  {_fmt(value)}" for name, value in rows]
+    lines = [
+        f"top-1 on {spec} test split ({cfg.eval.max_test} images; memory / probe training: "
+        f"{cfg.eval.max_train} train images)",
+        f"{'':<{width}}  k-NN (k={cfg.eval.knn_k})  linear",
+        "-" * (width + 24),
+    ]
+    lines += [f"{name:<{width}}  {_fmt(knn):<12}  {_fmt(linear)}" for name, knn, linear in rows]
     return "\n".join(lines)
 
 

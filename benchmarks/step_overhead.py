@@ -13,7 +13,9 @@ Same backbone, batch, data and threads for all. The last line is one JSON object
 ``adasim_vs_baseline``, ``ray_vs_bare``, ``startup_s`` and the raw figures. Targets:
 adasim_vs_baseline >= 0.95, ray_vs_bare >= 0.9.
 
-    python benchmarks/step_overhead.py [--images 2048] [--epochs 3] [--batch 128]
+    python benchmarks/step_overhead.py [--images 3000] [--epochs 3] [--batch 64]
+
+Defaults: the demo's backbone (cnn_tiny_cpu), batch and data.
 """
 
 from __future__ import annotations
@@ -133,10 +135,10 @@ def fetch_rate(args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="mnist")
-    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--backbone", default="vit_tiny_cpu")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--backbone", default="cnn_tiny_cpu")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs (threads) of the one worker")
     parser.add_argument("--bare-seconds", type=float, default=30.0)
     args = parser.parse_args()

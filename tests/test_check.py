@@ -42,11 +42,11 @@ def test_default_config_reports_n_and_the_memory_per_shard(capsys, tmp_path):
     out_dir = tmp_path / "runs"
     code, text, err, report = _run(capsys, "--output", str(out_dir))
     assert code == 0 and err == [] and report["ok"]
-    # The embedded demo: MNIST cut to limit_images=3000, vit_tiny_cpu (d = 96), w = 2, K = 5,
+    # The embedded demo: MNIST cut to limit_images=3000, cnn_tiny_cpu (d = 128), w = 2, K = 5,
     # Z and the window's similarities in fp16, one shard.
     assert report["num_images"] == 3000
     assert any("N=3000" in line for line in text)
-    n, d, w, k = 3000, 96, 2, 5
+    n, d, w, k = 3000, 128, 2, 5
     expected = {
         "cache": n * d * 2,
         "written": n,
@@ -58,7 +58,7 @@ def test_default_config_reports_n_and_the_memory_per_shard(capsys, tmp_path):
     assert mem["feature_dim"] == d and mem["shards"] == 1
     assert {key: mem["per_shard"][key] for key in expected} == expected
     total = sum(expected.values())
-    assert mem["per_shard"]["total"] == mem["all_shards"] == total == 789_000
+    assert mem["per_shard"]["total"] == mem["all_shards"] == total == 981_000
     assert _engine_bytes(n, d, 1, w, k, "float16", "float16") == [total]
     assert any(human_bytes(total) in line and str(total) in line for line in text)
     fit = report["resources"][-1]

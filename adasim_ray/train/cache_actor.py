@@ -199,6 +199,10 @@ class ShardedCache:
             self._pending.append((ids, refs))
         while len(self._pending) > self.max_in_flight:
             self._complete_oldest()
+        # Answers already back are read now (never waited for): a shard that failed, e.g. a
+        # restarted one refusing calls, stops the run within a step or two, not at epoch end.
+        while self._pending and all(_ready(r) for r in self._pending[0][1]):
+            self._complete_oldest()
 
     def _complete_oldest(self) -> None:
         ids, refs = self._pending.popleft()
