@@ -77,11 +77,12 @@ def test_sharded_fp32_cache_matches_the_engine(capsys, tmp_path):
     n = report["num_images"]
     assert n == len(open_source("digits", "train"))
     demo = load_config(default_config_path()).adasim  # w and K of the default config
-    per_shard = _engine_bytes(n, 96, 3, demo.window, demo.topk, "float32", "float32")
+    d = 128  # the demo backbone, cnn_tiny_cpu
+    per_shard = _engine_bytes(n, d, 3, demo.window, demo.topk, "float32", "float32")
     assert report["memory"]["all_shards"] == sum(per_shard)
     assert report["memory"]["per_shard"]["total"] == max(per_shard)
     largest = max(hi - lo for lo, hi in shard_ranges(n, 3))
-    assert report["memory"]["per_shard"]["cache"] == largest * 96 * 4
+    assert report["memory"]["per_shard"]["cache"] == largest * d * 4
 
 
 def test_missing_data_is_one_line_and_exit_2(capsys, tmp_path):
