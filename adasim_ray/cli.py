@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "adasim_ray.commands.audit",
     "adasim_ray.commands.check",
     "adasim_ray.commands.sweep",
+    "adasim_ray.commands.visualize",
 ]
 
 
