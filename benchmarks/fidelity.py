@@ -5,8 +5,8 @@ AdaSim with tau = 0, which must equal the plain baseline exactly (claim 1).
 Writes ``results.md`` (Table 2's shape: k-NN, linear, 5-way 5-shot, the difference to the plain
 baseline in brackets, the bootstrapping ratio per epoch, the paper's claims next to what was
 measured), ``fig3_dino.png`` / ``fig3_simsiam.png`` (Fig. 3's curves) and
-``fig1_dino_adasim.png`` (Fig. 1's supports) into ``--output``; the runs go to
-``--output/runs``.
+``fig1_dino_adasim.png`` (Fig. 1's supports) into ``--output``; the runs go to ``--runs``
+(default ``OUTPUT/runs``, ignored by git).
 
     python benchmarks/fidelity.py [--seeds 0 1] [--images 2000] [--epochs 9] [--output DIR]
 """
@@ -51,7 +51,7 @@ def run_one(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
     from adasim_ray.train.run import pretrain
     from adasim_ray.train.rundir import MetricsLog
 
-    out = Path(args.output) / "runs"
+    out = Path(args.runs or Path(args.output) / "runs")
     done = out / name / "summary.json"
     if done.is_file():  # a re-run of the study keeps finished runs
         summary = json.loads(done.read_text())
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--eval-train", type=int, default=5000)
     parser.add_argument("--eval-test", type=int, default=1000)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "fidelity"))
+    parser.add_argument("--runs", help="where the run directories go (default: OUTPUT/runs)")
     args = parser.parse_args()
 
     from adasim_ray.train.run import start_local_ray
