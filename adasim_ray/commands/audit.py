@@ -44,24 +44,14 @@ def register(subparsers: Any) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from adasim_ray.cli import UserError
-    from adasim_ray.config import config_from_dict
-    from adasim_ray.configfile import read_yaml
+    from adasim_ray.commands import open_finished_run
     from adasim_ray.recipe import open_train_source
-    from adasim_ray.train.checkpoint import latest_checkpoint
 
     if args.top < 1 or args.sheet < 1:
         raise UserError(f"--top and --sheet must be >= 1, got {args.top} and {args.sheet}")
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"audit: run directory not found: {run_dir}")
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"audit: {run_dir} has no config.yaml: not a run directory")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(f"audit: {run_dir} has no complete checkpoint (cache and window) yet")
+    run_dir, cfg, checkpoint = open_finished_run(args.run_dir, "audit")
     from adasim_ray.audit.report import audit_run, load_run_state
 
-    cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
     source = open_train_source(cfg)
     state = load_run_state(checkpoint)
     output = Path(args.output) if args.output else run_dir / "audit"

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 
@@ -56,19 +55,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_neighbours(args: argparse.Namespace) -> int:
     from adasim_ray.audit.report import load_run_state
     from adasim_ray.cli import UserError
-    from adasim_ray.config import config_from_dict
-    from adasim_ray.configfile import read_yaml
+    from adasim_ray.commands import open_finished_run
     from adasim_ray.recipe import open_train_source
-    from adasim_ray.train.checkpoint import latest_checkpoint
     from adasim_ray.visualize.neighbours import draw_supports, pick_queries, supports
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"visualize neighbours: {run_dir} is not a run directory")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(f"visualize neighbours: {run_dir} has no complete checkpoint yet")
-    cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    run_dir, cfg, checkpoint = open_finished_run(args.run_dir, "visualize neighbours")
     state = load_run_state(checkpoint)
     tau = cfg.adasim.tau
     try:
