@@ -129,19 +129,21 @@ def check_eval_labels(cfg: PretrainConfig) -> None:
 
 
 def check_storage(run_dir: str, need_bytes: int) -> None:
-    """Fail at start, in one line, when a local run directory cannot be written or its disk
-    lacks room for two checkpoints (``need_bytes`` each), rather than at the first save."""
+    """Fail at start, in one line, when the run directory (a local path or a cloud URI) cannot
+    be written, or a local disk lacks room for two checkpoints (``need_bytes`` each), rather
+    than at the first save. The write test is ``launch.py check``'s storage probe."""
+    from adasim_ray.commands.check import probe_storage
+
+    try:
+        if "://" not in run_dir:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        probe_storage(run_dir)
+    except Exception as err:  # pyarrow raises OSError, ArrowInvalid, ... with the reason
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        raise ConfigError(f"--output: cannot write the run directory {run_dir} ({reason})"
+                          ) from None
     if "://" in run_dir:
         return
-    probe = Path(run_dir) / ".write-test"
-    try:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(
-            f"--output: cannot write the run directory {run_dir} ({err.strerror or err})"
-        ) from None
     free = shutil.disk_usage(run_dir).free
     if free < 2 * need_bytes:
         raise ConfigError(
@@ -152,11 +154,12 @@ def check_storage(run_dir: str, need_bytes: int) -> None:
 
 def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
                      num_params: int) -> int:
-    """About what one checkpoint takes: student + teacher + AdamW's two moments (fp32), the
-    cache rows (``cache_dtype``) and the window (similarities and ids of w x K per image)."""
-    item = 2 if cfg.adasim.cache_dtype in ("float16", "bfloat16") else 4
-    window = cfg.adasim.window * cfg.adasim.topk * (4 + 8)
-    return 4 * 4 * num_params + num_images * (feat_dim * item + window + 8)
+    """About what one checkpoint takes: student + teacher + AdamW's two moments (fp32), and
+    every cache shard's rows, window and partners (the engine's layout, as ``launch.py
+    check`` reports it)."""
+    from adasim_ray.commands.check import bootstrap_memory
+
+    return 4 * 4 * num_params + bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
 
 
 def pretrain(
