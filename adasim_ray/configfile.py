@@ -138,6 +138,19 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
+    """``{"a": {"b": 1}, "c.d": 2}`` -> ``[(["a", "b"], 1), (["c", "d"], 2)]`` (an empty
+    dict is a value)."""
+    out: list[tuple[list[str], Any]] = []
+    for key, value in data.items():
+        keys = (*prefix, *str(key).split("."))
+        if isinstance(value, dict) and value:
+            out += flatten(value, keys)
+        else:
+            out.append((list(keys), value))
+    return out
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a non-mapping is a ConfigError."""
     path = Path(path)

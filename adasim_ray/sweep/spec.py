@@ -36,6 +36,7 @@ from typing import Any, Literal
 from adasim_ray.config import PretrainConfig, config_from_dict
 from adasim_ray.configfile import (
     ConfigError,
+    flatten,
     from_dict,
     parse_override,
     read_yaml,
@@ -199,7 +200,7 @@ def load_sweep(
         if not base_path.is_file():
             raise ConfigError(f"base: config file not found: {base_path}")
         base = read_yaml(base_path)
-        for keys, value in _flatten(raw.pretrain):
+        for keys, value in flatten(raw.pretrain):
             set_dotted(base, keys, value)
         for text in overrides or []:
             keys, value = parse_override(text)
@@ -237,17 +238,6 @@ def _check_field_exists(name: str) -> None:
         if not hasattr(node, part):
             raise ConfigError(f"search: {name} is not a config field")
         node = getattr(node, part)
-
-
-def _flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
-    out: list[tuple[list[str], Any]] = []
-    for key, value in data.items():
-        keys = (*prefix, *str(key).split("."))
-        if isinstance(value, dict) and value:
-            out += _flatten(value, keys)
-        else:
-            out.append((list(keys), value))
-    return out
 
 
 def is_sweep_file(path: str | Path) -> bool:

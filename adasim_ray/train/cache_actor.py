@@ -76,9 +76,6 @@ class CacheShardActor:
     def ping(self) -> str:
         return str(self.shard.cache.device)
 
-    def is_lost(self) -> bool:
-        return self.lost
-
     def reset(self) -> None:
         """Back to an empty cache and window (a run that starts with no checkpoint)."""
         self.shard = BootstrapShard(*self._args, **self._kwargs)  # type: ignore[arg-type]

@@ -57,12 +57,15 @@ def parse_faults(text: str | None) -> list[Fault]:
     return faults
 
 
-def fired(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The faults a run has injected so far (``faults.jsonl``), oldest first."""
-    path = Path(run_dir) / FAULTS_LOG
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fired(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The faults a run has injected so far (``faults.jsonl``), oldest first."""
+    return _read_jsonl(Path(run_dir) / FAULTS_LOG)
 
 
 def record_resume(run_dir: str, epoch: int) -> None:
@@ -77,11 +80,7 @@ def record_resume(run_dir: str, epoch: int) -> None:
 
 def resumes(run_dir: str | Path) -> list[int]:
     """The epochs a run continued from after each restart or ``--resume``, in order."""
-    path = Path(run_dir) / RESUMES_LOG
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row["resumed_from_epoch"] for row in rows]
+    return [row["resumed_from_epoch"] for row in _read_jsonl(Path(run_dir) / RESUMES_LOG)]
 
 
 class FaultInjector:
@@ -90,14 +89,14 @@ class FaultInjector:
     def __init__(self, faults: list[Fault], run_dir: str, driver_pid: int | None) -> None:
         self.faults, self.run_dir, self.driver_pid = faults, run_dir, driver_pid
 
-    def _claim(self, fault: Fault, **extra: Any) -> bool:
+    def _claim(self, fault: Fault) -> bool:
         """Record the fault unless it already fired; True if this call should act."""
         done = {(f["fault"], f["at"]) for f in fired(self.run_dir)}
         if (fault.kind, fault.at) in done:
             return False
         entry = {"fault": fault.kind, "at": fault.at, "pid": os.getpid(), "time": time.time()}
         with open(Path(self.run_dir) / FAULTS_LOG, "a") as fh:
-            fh.write(json.dumps(entry | extra) + "\n")
+            fh.write(json.dumps(entry) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         print(f"[adasim] fault injected: {fault.kind}@{fault.at}", flush=True)
@@ -105,7 +104,7 @@ class FaultInjector:
 
     def at_step(self, it: int, shard_handles: list[Any]) -> None:
         for fault in self.faults:
-            if fault.at != it or fault.kind in ("kill_save",) or not self._claim(fault):
+            if fault.at != it or fault.kind == "kill_save" or not self._claim(fault):
                 continue
             if fault.kind == "kill_worker":
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from adasim_ray.configfile import read_yaml
+from adasim_ray.configfile import flatten, read_yaml
 
 #: (metrics.jsonl key, panel title), in the paper's order.
 PANELS = (
@@ -30,16 +29,6 @@ class RunCurves:
     series: dict[str, list[tuple[int, float]]]  # key -> [(epoch, value)], missing values left out
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def load_curves(run_dirs: list[str | Path]) -> list[RunCurves]:
     """The Fig. 3 series of each run; ValueError (one line) for a directory without metrics."""
     from adasim_ray.train.rundir import MetricsLog
@@ -54,7 +43,9 @@ def load_curves(run_dirs: list[str | Path]) -> list[RunCurves]:
             for key, _ in PANELS
         }
         config = run_dir / "config.yaml"
-        settings.append(_flat(read_yaml(config)) if config.is_file() else {})
+        settings.append(
+            {".".join(k): v for k, v in flatten(read_yaml(config))} if config.is_file() else {}
+        )
         runs.append(RunCurves(run_dir.name, run_dir, series))
     differing = [k for k in _LABEL_KEYS if len({str(s.get(k)) for s in settings}) > 1]
     if differing and len(runs) > 1:
