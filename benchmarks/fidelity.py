@@ -172,16 +172,12 @@ def report(args: argparse.Namespace, runs: dict, tau0: dict, wall: float) -> str
     for k, (claim, mode) in enumerate(
         (("+NN hurts or collapses self-distillation", "nn"),
          ("AdaSim is at least as good as the baseline", "adasim")), start=2):
-        parts = []
+        parts, verdicts = [], []
         for method, title in (("dino", "DINO-2"), ("simsiam", "SimSiam")):
             diffs = [final[method, mode, s]["knn_top1"] - final[method, "none", s]["knn_top1"]
                      for s in seeds]
             parts.append(f"{title}: k-NN {', '.join(f'{100 * d:+.1f}' for d in diffs)} points "
                          f"(seeds {', '.join(map(str, seeds))})")
-        verdicts = []
-        for method, title in (("dino", "DINO-2"), ("simsiam", "SimSiam")):
-            diffs = [final[method, mode, s]["knn_top1"] - final[method, "none", s]["knn_top1"]
-                     for s in seeds]
             held = all(d < 0 for d in diffs) if mode == "nn" else statistics.fmean(diffs) >= 0
             verdicts.append(f"{title} {'as the paper says' if held else 'not reproduced here'}")
         lines.append(f"{k}. *{claim}.* Measured: " + "; ".join(parts) + ". Verdict: "
