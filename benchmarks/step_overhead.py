@@ -8,6 +8,10 @@
    augmented inline as a plain PyTorch script would (``ray_vs_bare_with_data``: on 2 cores the
    Ray pipeline's fetch competes with training for the same cores, so this is the fair one).
 4. The partner fetch alone (load by index + the two views), pairs/s in one process.
+5. The bare loop of 3 run as a Ray task holding the worker's CPUs (``bare_in_ray_task``):
+   a Ray worker process and a running Ray, but no pipeline; with 3 and 1 it splits the gap
+   between the Ray run and the bare loop into "runs in a Ray process" and "shares the cores
+   with the pipeline (fetch tasks, Ray Data, the cache actor)".
 
 Same backbone, batch, data and threads for all. The last line is one JSON object with
 ``adasim_vs_baseline``, ``ray_vs_bare``, ``startup_s`` and the raw figures. Targets:
@@ -154,6 +158,9 @@ def main() -> None:
         print(f"[baseline] {result['baseline_images_per_s']:.1f} img/s", flush=True)
         result["adasim_images_per_s"], result["adasim_startup_s"] = ray_run(args, "adasim", out)
         print(f"[adasim] {result['adasim_images_per_s']:.1f} img/s", flush=True)
+    in_task = ray.remote(num_cpus=args.cpus)(bare_loop)
+    result["bare_in_ray_task_images_per_s"] = ray.get(in_task.remote(args))
+    print(f"[bare in a Ray task] {result['bare_in_ray_task_images_per_s']:.1f} img/s", flush=True)
     ray.shutdown()
     result["bare_images_per_s"] = bare_loop(args)
     print(f"[bare] {result['bare_images_per_s']:.1f} img/s", flush=True)

@@ -45,6 +45,7 @@ from adasim_ray.train.checkpoint import (
     write_checkpoint,
 )
 from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
+from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
@@ -79,6 +80,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     # same run driven in-process or from `launch.py` differed by 3e-7 in the first loss).
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     log_every = int(loop_config.get("log_every", 20))
+    quiet_ray_console()  # the run prints its own progress and per-epoch metrics
 
     source = open_train_source(cfg)
     views = make_views(cfg, source)
