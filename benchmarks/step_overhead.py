@@ -14,10 +14,11 @@
    with the pipeline (fetch tasks, Ray Data, the cache actor)".
 
 Same backbone, batch, data and threads for all. The last line is one JSON object with
-``adasim_vs_baseline``, ``ray_vs_bare``, ``startup_s`` and the raw figures. Targets:
-adasim_vs_baseline >= 0.95, ray_vs_bare >= 0.9.
+``adasim_vs_baseline``, ``ray_vs_bare``, ``startup_s`` and the raw figures (medians over
+``--rounds``, each round alternating Ray and bare). Targets: adasim_vs_baseline >= 0.95,
+ray_vs_bare >= 0.9.
 
-    python benchmarks/step_overhead.py [--images 3000] [--epochs 3] [--batch 64]
+    python benchmarks/step_overhead.py [--images 3000] [--epochs 3] [--batch 64] [--rounds 1]
 
 Defaults: the demo's backbone (cnn_tiny_cpu), batch and data.
 """
@@ -145,34 +146,56 @@ def main() -> None:
     parser.add_argument("--backbone", default="cnn_tiny_cpu")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs (threads) of the one worker")
     parser.add_argument("--bare-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="repeat every measurement this many times, alternating Ray and bare; figures are "
+        "medians (separate runs of one loop differ by up to a quarter on a noisy machine)",
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
 
     import ray
 
     from adasim_ray.train.run import start_local_ray
 
-    start_local_ray(num_cpus=args.cpus)
-    result: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as out:
-        result["baseline_images_per_s"], result["startup_s"] = ray_run(args, "none", out)
-        print(f"[baseline] {result['baseline_images_per_s']:.1f} img/s", flush=True)
-        result["adasim_images_per_s"], result["adasim_startup_s"] = ray_run(args, "adasim", out)
-        print(f"[adasim] {result['adasim_images_per_s']:.1f} img/s", flush=True)
-    in_task = ray.remote(num_cpus=args.cpus)(bare_loop)
-    result["bare_in_ray_task_images_per_s"] = ray.get(in_task.remote(args))
-    print(f"[bare in a Ray task] {result['bare_in_ray_task_images_per_s']:.1f} img/s", flush=True)
-    ray.shutdown()
-    result["bare_images_per_s"] = bare_loop(args)
-    print(f"[bare] {result['bare_images_per_s']:.1f} img/s", flush=True)
-    result["bare_with_data_images_per_s"] = bare_loop(args, make_views_inline=True)
-    print(f"[bare + data] {result['bare_with_data_images_per_s']:.1f} img/s", flush=True)
-    result["fetch_pairs_per_s"] = fetch_rate(args)
-    print(f"[fetch] {result['fetch_pairs_per_s']:.1f} pairs/s", flush=True)
+    runs: dict[str, list[float]] = {}
+
+    def record(key: str, value: float, label: str, unit: str = "img/s") -> None:
+        runs.setdefault(key, []).append(value)
+        print(f"[{label}] {value:.1f} {unit}", flush=True)
+
+    for round_ in range(args.rounds):
+        if args.rounds > 1:
+            print(f"--- round {round_ + 1}/{args.rounds}", flush=True)
+        start_local_ray(num_cpus=args.cpus)
+        with tempfile.TemporaryDirectory() as out:
+            rate, startup = ray_run(args, "none", out)
+            record("baseline_images_per_s", rate, "baseline")
+            record("startup_s", startup, "start-up", "s")
+            rate, startup = ray_run(args, "adasim", out)
+            record("adasim_images_per_s", rate, "adasim")
+            record("adasim_startup_s", startup, "adasim start-up", "s")
+        in_task = ray.remote(num_cpus=args.cpus)(bare_loop)
+        record("bare_in_ray_task_images_per_s", ray.get(in_task.remote(args)), "bare in a Ray task")
+        ray.shutdown()
+        record("bare_images_per_s", bare_loop(args), "bare")
+        record("bare_with_data_images_per_s", bare_loop(args, make_views_inline=True),
+               "bare + data")
+        record("fetch_pairs_per_s", fetch_rate(args), "fetch", "pairs/s")
+
+    result: dict[str, object] = {key: float(np.median(values)) for key, values in runs.items()}
     result["adasim_vs_baseline"] = result["adasim_images_per_s"] / result["baseline_images_per_s"]
     result["ray_vs_bare"] = result["baseline_images_per_s"] / result["bare_images_per_s"]
     result["ray_vs_bare_with_data"] = (
         result["baseline_images_per_s"] / result["bare_with_data_images_per_s"]
     )
+    result["rounds"] = args.rounds
+    if args.rounds > 1:  # the spread behind the medians
+        result["ray_vs_bare_by_round"] = [
+            ray_rate / bare for ray_rate, bare in zip(
+                runs["baseline_images_per_s"], runs["bare_images_per_s"], strict=True)
+        ]
     print(json.dumps(result))
 
 
