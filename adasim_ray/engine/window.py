@@ -133,12 +133,16 @@ class NeighbourWindow:
     def rows(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-epoch entries of local rows [lo, hi) as (ids (n, e*K) int64, sims (n, e*K) fp32),
         oldest epoch first; empty or unseen entries have id -1."""
+        return self.rows_at(slice(lo, hi))
+
+    def rows_at(self, local: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`rows` of any local rows: a slice, or an index tensor (rows in its order)."""
         slots = self.closed_slots()
-        ids = self.ids[lo:hi][:, slots].to(torch.int64)
-        sims = self.sims[lo:hi][:, slots].float()
-        unseen = ~self.seen[lo:hi][:, slots]
+        ids = self.ids[local][:, slots].to(torch.int64)
+        sims = self.sims[local][:, slots].float()
+        unseen = ~self.seen[local][:, slots]
         ids = ids.masked_fill(unseen.unsqueeze(-1), INVALID_ID)
-        n = hi - lo
+        n = ids.shape[0]
         return ids.reshape(n, -1), sims.reshape(n, -1)
 
     def latest_rows(self, lo: int, hi: int) -> torch.Tensor:

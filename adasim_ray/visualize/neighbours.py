@@ -37,22 +37,29 @@ class Support:
 
 
 def supports(windows: list[NeighbourWindow], queries: list[int], tau: float) -> list[Support]:
-    """The support and partner distribution of each query id (windows cover ids [0, N))."""
-    out = []
-    for query in queries:
-        window = next((w for w in windows if w.start <= query < w.stop), None)
-        if window is None:
-            raise ValueError(f"image {query} is outside the run's {windows[-1].stop} images")
-        lo = query - window.start
-        ids, sims = window.rows(lo, lo + 1)
-        support, scores = windowed_support(ids, sims, torch.tensor([query]), window.window,
-                                           window.topk)
-        valid = support[0] != INVALID_ID
-        sup, sc = support[0][valid], scores[0][valid]
-        bootstraps = bool(len(sup) and int(sup[0]) == query) and tau > 0
-        probs = torch.softmax(sc / tau, dim=0) if bootstraps else (sup == query).float()
-        out.append(Support(query, sup.tolist(), sc.tolist(), probs.tolist(), bootstraps))
-    return out
+    """The support and partner distribution of each query id (windows cover ids [0, N)); one
+    Eq. 11 computation per window shard for all of its queries."""
+    wanted = torch.as_tensor(queries, dtype=torch.int64).reshape(-1)
+    outside = (wanted < 0) | (wanted >= windows[-1].stop)
+    if outside.any():
+        raise ValueError(f"image {int(wanted[outside][0])} is outside the run's "
+                         f"{windows[-1].stop} images")
+    out: list[Support | None] = [None] * len(wanted)
+    for window in windows:
+        at = torch.nonzero((wanted >= window.start) & (wanted < window.stop)).flatten()
+        if not len(at):
+            continue
+        self_ids = wanted[at]
+        support, scores = windowed_support(*window.rows_at(self_ids - window.start), self_ids,
+                                           window.window, window.topk)
+        for pos, query, row, row_scores in zip(at.tolist(), self_ids.tolist(), support, scores,
+                                               strict=True):
+            valid = row != INVALID_ID
+            sup, sc = row[valid], row_scores[valid]
+            bootstraps = bool(len(sup) and int(sup[0]) == query) and tau > 0
+            probs = torch.softmax(sc / tau, dim=0) if bootstraps else (sup == query).float()
+            out[pos] = Support(query, sup.tolist(), sc.tolist(), probs.tolist(), bootstraps)
+    return out  # type: ignore[return-value]
 
 
 def pick_queries(windows: list[NeighbourWindow], tau: float, count: int) -> list[int]:

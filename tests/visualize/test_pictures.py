@@ -45,12 +45,15 @@ def test_metrics_of_a_directory_without_metrics_is_one_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "no metrics.jsonl" in err[0]
 
 
-def _window() -> NeighbourWindow:
-    # 4 images, w = 2, K = 3; image 0 ranks itself first in both epochs, image 1 does not.
-    win = NeighbourWindow(0, 4, window=2, topk=3, sim_dtype="float32")
+def _window(start: int = 0, stop: int = 4) -> NeighbourWindow:
+    # 4 images, w = 2, K = 3; image 0 ranks itself first in both epochs, image 1 does not;
+    # images 2 and 3 are never seen. ``start``/``stop``: the shard of those ids only.
+    win = NeighbourWindow(start, stop, window=2, topk=3, sim_dtype="float32")
     for sims0 in ([1.0, 0.9, 0.5], [1.0, 0.7, 0.6]):
-        win.record(torch.tensor([0]), torch.tensor([[0, 1, 2]]), torch.tensor([sims0]))
-        win.record(torch.tensor([1]), torch.tensor([[2, 1, 3]]), torch.tensor([[1.0, 0.8, 0.1]]))
+        if start == 0:
+            win.record(torch.tensor([0]), torch.tensor([[0, 1, 2]]), torch.tensor([sims0]))
+            win.record(torch.tensor([1]), torch.tensor([[2, 1, 3]]),
+                       torch.tensor([[1.0, 0.8, 0.1]]))
         win.end_epoch()
     return win
 
@@ -68,6 +71,14 @@ def test_support_probabilities_are_algorithm_1s():
     assert pick_queries([_window()], 0.5, 5) == [0]
     [zero] = supports([_window()], [0], tau=0.0)  # tau = 0: the plain baseline
     assert zero.probs == [1.0, 0.0, 0.0]
+
+
+def test_supports_over_window_shards_equal_one_window_in_query_order():
+    queries = [3, 1, 0, 2, 0]
+    split = supports([_window(0, 2), _window(2, 4)], queries, tau=0.5)
+    assert [s.query for s in split] == queries
+    assert [vars(s) for s in split] == [vars(s) for s in supports([_window()], queries, tau=0.5)]
+    assert split[2].bootstraps and split[2].ids == [0, 1, 2] and not split[1].bootstraps
 
 
 def test_neighbours_picture_of_a_run_directory(tmp_path, capsys):
