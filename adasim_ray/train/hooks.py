@@ -1,6 +1,8 @@
-"""Set-up hooks that Ray runs in every worker process of a run: kept free of heavy imports
-(torch, the data sets), since a hook runs before Ray hands the process its resources and
-a torch imported here would fix its thread count before Ray sets ``OMP_NUM_THREADS``."""
+"""Per-process set-up of a run's Ray workers: :func:`pin_ray_address`, the set-up hook Ray runs
+in every worker process, and :func:`quiet_ray_console`, which the Train loop calls first.
+Kept free of heavy imports (torch, the data sets), since a hook runs before Ray hands the
+process its resources and a torch imported here would fix its thread count before Ray sets
+``OMP_NUM_THREADS``."""
 
 from __future__ import annotations
 

@@ -162,9 +162,6 @@ def rank_dataset(
     positions = ray.data.from_numpy(np.array_split(np.arange(per_rank, dtype=np.int64), blocks))
     # Same seed and config, same batches in the same order: runs are reproducible.
     positions.context.execution_options.preserve_order = True
-    # No progress bars nor "Starting execution ..." banners each epoch: the loop prints its own.
-    positions.context.enable_progress_bars = False
-    positions.context.print_on_execution_start = False
     return positions.map_batches(
         fetch_pairs,
         fn_kwargs={
