@@ -25,7 +25,8 @@ Adaptations, each a constructor argument:
   pixels wide, so the largest sigma shrinks with the image, ``min(2, size / 28)`` (1 px at
   28, 2 px from 56 px up): strong enough to matter, never erasing a stroke.
 * Flip: a mirrored digit is another symbol (or none), so ``for_source`` turns the flip off
-  for ``mnist`` and ``digits``; natural images keep DINO's flip.
+  for a source that is not ``mirror_invariant`` (``mnist`` and ``digits``); natural images
+  keep DINO's flip.
 
 Randomness: every random draw comes from torch's global generator (the v2 transforms),
 so ``torch.manual_seed(s)`` makes a sequence of calls reproducible. Passing a
@@ -53,10 +54,7 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-__all__ = ["GlobalViews", "NO_FLIP_DATASETS"]
-
-#: Data sets whose images change meaning when mirrored (digits): no flip by default.
-NO_FLIP_DATASETS: tuple[str, ...] = ("mnist", "digits")
+__all__ = ["GlobalViews"]
 
 # The reference scale of the image statistics DINO's blur range was chosen for.
 _DIGIT_SIZE = 28
@@ -72,6 +70,7 @@ class _SourceLike(Protocol):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     native_size: int | None
+    mirror_invariant: bool
 
 
 def _odd_kernel(sigma_max: float, size: int) -> int:
@@ -179,8 +178,9 @@ class GlobalViews:
     def for_source(cls, source: _SourceLike, size: int | None = None,
                    **overrides: object) -> GlobalViews:
         """Views suited to an ``ImageSource``: its channels and statistics, its native size
-        (224 when images vary), no flip for digit data sets, and no eval resize margin
-        when the images already have the requested size.
+        (224 when images vary), no flip unless a flip keeps an image's meaning
+        (``source.mirror_invariant``: not for digits), and no eval resize margin when the
+        images already have the requested size.
 
         Args:
             source: an ``adasim_ray.data.ImageSource`` (or anything with its attributes).
@@ -188,10 +188,9 @@ class GlobalViews:
             **overrides: any constructor argument, e.g. ``crop_scale=(0.4, 1.0)``.
         """
         size = size if size is not None else (source.native_size or 224)
-        dataset = source.name.split(":", 1)[0]
         kwargs: dict[str, object] = {
             "size": size, "channels": source.channels, "mean": source.mean, "std": source.std,
-            "flip": dataset not in NO_FLIP_DATASETS,
+            "flip": source.mirror_invariant,
             "eval_crop_fraction": 1.0 if source.native_size == size else 0.875,
         }
         kwargs.update(overrides)

@@ -15,11 +15,35 @@ import argparse
 import importlib
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = "demo.yaml"
+from adasim_ray.augmentations import GlobalViews
+from adasim_ray.backbones import build_backbone
+from adasim_ray.commands.args import (
+    add_config_and_data,
+    add_set_argument,
+    config_overrides,
+    config_path,
+)
+from adasim_ray.config import config_from_dict, load_config
+from adasim_ray.configfile import read_yaml
+from adasim_ray.data import convert_folder_to_parquet, first_images, open_source
+from adasim_ray.errors import AdasimError, UserError
+from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
+from adasim_ray.presets import default_config_path
+from adasim_ray.recipe import (
+    build_backbone_for,
+    build_model,
+    make_views,
+    open_eval_sources,
+    open_train_source,
+)
+from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
+from adasim_ray.train.run import pretrain
+from adasim_ray.train.rundir import CONFIG, is_run_dir
+
+__all__ = ["UserError", "build_parser", "default_config_path", "main"]
 
 # Further sub-commands live in their own modules; each has `register(subparsers)`, which adds
 # its parser and sets `func` (a function of the parsed arguments returning the exit code).
@@ -31,37 +55,22 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-def default_config_path() -> Path:
-    """The embedded default run: DINO-2 + AdaSim on MNIST, sized for 2 CPU cores."""
-    return Path(str(resources.files("adasim_ray.presets").joinpath(DEFAULT_CONFIG)))
-
-
 def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
-    sets = list(args.set or [])
-    if args.data is not None:
-        sets.append(f"data={args.data}")
+    sets = config_overrides(args)
     if args.epochs is not None:
         sets.append(f"epochs={args.epochs}")
     return sets
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from adasim_ray.config import config_from_dict, load_config, validate
-    from adasim_ray.configfile import parse_override, read_yaml, set_dotted
-
     if args.resume is not None:
-        stored = Path(args.resume) / "config.yaml"
-        if not stored.is_file():
-            raise UserError(f"--resume: {args.resume} is not a run directory (no config.yaml)")
-        data = read_yaml(stored)
-        for text in _pretrain_overrides(args):
-            keys, value = parse_override(text)
-            set_dotted(data, keys, value)
-        cfg = validate(config_from_dict(data))
+        # The run's own config, which --set, --data and --epochs may change (a changed key
+        # setting is refused against the checkpoint, unless --force).
+        if not is_run_dir(args.resume):
+            raise UserError(f"--resume: {args.resume} is not a run directory (no {CONFIG})")
+        cfg = load_config(Path(args.resume) / CONFIG, _pretrain_overrides(args))
     else:
-        cfg = load_config(args.config or default_config_path(), _pretrain_overrides(args))
-    from adasim_ray.train.run import pretrain
-
+        cfg = load_config(config_path(args), _pretrain_overrides(args))
     summary = pretrain(cfg, args.output, resume=args.resume, force=args.force)
     final = summary["final"]
     print(f"[adasim] run directory: {summary['run_dir']}")
@@ -79,14 +88,6 @@ def _baselines(cfg: Any) -> list[tuple[str, float | None, float | None]]:
     """(name, k-NN top-1, linear top-1) of the same network at random init and of raw
     pixels, on the same split as the run's final evaluation."""
     import torch
-
-    from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
-    from adasim_ray.recipe import (
-        build_backbone_for,
-        make_views,
-        open_eval_sources,
-        open_train_source,
-    )
 
     sources = open_eval_sources(cfg)
     views = make_views(cfg, open_train_source(cfg))
@@ -122,11 +123,6 @@ def _table(rows: list[tuple[str, float | None, float | None]], cfg: Any) -> str:
 
 def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
     """(eval backbone, its run config) of a run directory or one checkpoint directory."""
-    from adasim_ray.config import config_from_dict
-    from adasim_ray.configfile import read_yaml
-    from adasim_ray.recipe import build_model
-    from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
-
     ckpt = Path(path)
     if not ckpt.exists():
         raise UserError(f"--checkpoint: {path} does not exist")
@@ -135,10 +131,9 @@ def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
         if found is None:
             raise UserError(f"--checkpoint: no complete checkpoint in {path}")
         ckpt = found
-    run_config = ckpt.parent / "config.yaml"
-    if not run_config.is_file():
-        raise UserError(f"--checkpoint: {ckpt.parent} has no config.yaml (not a run directory)")
-    cfg = config_from_dict(read_yaml(run_config))
+    if not is_run_dir(ckpt.parent):
+        raise UserError(f"--checkpoint: {ckpt.parent} has no {CONFIG} (not a run directory)")
+    cfg = config_from_dict(read_yaml(ckpt.parent / CONFIG))
     meta, state, _ = read_checkpoint(ckpt)
     views = views_for(cfg)
     model = build_model(cfg, views, int(meta["settings"]["num_images"]))
@@ -147,11 +142,6 @@ def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from adasim_ray.augmentations import GlobalViews
-    from adasim_ray.backbones import build_backbone
-    from adasim_ray.data import first_images, open_source
-    from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
-
     train = first_images(open_source(args.data, "train"), args.max_train)
     test = first_images(open_source(args.data, "test"), args.max_test)
     protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed}
@@ -160,8 +150,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_raw_pixels(train, test, size=train.native_size or 224, **protocol)
     else:
         if args.checkpoint:
-            from adasim_ray.recipe import make_views
-
             backbone, cfg = _checkpoint_backbone(args.checkpoint, lambda c: make_views(c, train))
             views = make_views(cfg, train)
             what = f"checkpoint {args.checkpoint}"
@@ -187,8 +175,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from adasim_ray.data import convert_folder_to_parquet
-
     summary = convert_folder_to_parquet(
         args.folder,
         args.out_dir,
@@ -199,25 +185,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-class UserError(Exception):
-    """A bad input the user can fix: printed as one line."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pretrain with Ray Train (default: the MNIST demo)")
-    p.add_argument("--config", help="experiment YAML (default: the embedded MNIST demo)")
-    p.add_argument("--data", help="data set: mnist | digits | folder:PATH | parquet:PATH")
+    add_config_and_data(p)
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--output", default="runs", help="where run directories go (default: runs)")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config field by its dotted name, e.g. adasim.tau=0.3",
-    )
+    add_set_argument(p, "adasim.tau=0.3")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument(
         "--force",
@@ -260,13 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from adasim_ray.configfile import ConfigError
-    from adasim_ray.data import DataError
-    from adasim_ray.train.checkpoint import CheckpointError
-
     try:
         return int(args.func(args))
-    except (UserError, ConfigError, DataError, CheckpointError) as err:
+    except AdasimError as err:  # UserError, ConfigError, DataError, CheckpointError
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

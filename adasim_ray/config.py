@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -28,40 +28,11 @@ from adasim_ray.configfile import (
     set_dotted,
     to_dict,
 )
-from adasim_ray.methods.dino import DINOConfig
-from adasim_ray.methods.simsiam import SimSiamConfig
+from adasim_ray.engine.config import BootstrapConfig
+from adasim_ray.methods import DEFAULT_METHOD, METHODS
 
-__all__ = ["ConfigError", "PretrainConfig", "load_config", "validate", "dump_config"]
-
-
-@dataclass(frozen=True)
-class AdaSimSection:
-    """Bootstrapping (the paper's Section 3.3; the ablation of Table 4).
-
-    Attributes:
-        mode: ``none`` (plain baseline), ``nn`` (+ NN: top-1 neighbour, never self),
-            ``adasim`` (adaptive sampling from the windowed similarity) or ``oracle`` (the
-            supervised oracle of Section 4.4 / Table 1: a random image of the same class;
-            needs a labelled data set).
-        tau: temperature of Eq. 9 (0 = the plain baseline exactly). Paper: 0.2.
-        window: w, epochs averaged by Eq. 8; bootstrapping starts after w epochs. Paper: 10
-            (ablation), 50 (long runs), 1 (the 100-epoch runs of Table 2).
-        topk: K, support size per epoch (Section 3.4). Paper: 3 (ablation), 10 (Table 2).
-        cache_dtype: storage of the cache Z (float16 halves its memory; queries compute in
-            float32 on CPUs).
-        sim_dtype: storage of the window's similarities.
-        oracle_p: ``oracle`` only: probability of a standard pair (j* = i) at the last epoch;
-            it falls linearly from 1 at the first epoch. In [0, 1]; Table 1: 0 and 0.5 (0.5
-            is better: standard pairs still help).
-    """
-
-    mode: Literal["none", "nn", "adasim", "oracle"] = "adasim"
-    tau: float = 0.2
-    window: int = 10
-    topk: int = 3
-    cache_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
-    sim_dtype: Literal["float16", "float32"] = "float16"
-    oracle_p: float = 0.0
+__all__ = ["ConfigError", "PretrainConfig", "config_class", "config_from_dict",
+           "default_config", "dump_config", "load_config", "validate"]
 
 
 @dataclass(frozen=True)
@@ -69,11 +40,11 @@ class AugmentSection:
     """The two global views (DINO's, with the AdaSim paper's crop scale).
 
     Attributes:
-        image_size: side of the crops; None = the data set's native size (28 for MNIST, 8 for
-            digits) or 224 for folders and Parquet.
+        image_size: side of the crops; None = the data set's native size when its images
+            share one, else 224.
         crop_scale: RandomResizedCrop scale range; the paper uses (0.25, 1).
-        flip: horizontal flips; None = off for digits and MNIST (a flip changes a digit), on
-            otherwise.
+        flip: horizontal flips; None = the data set's choice (off where mirroring changes an
+            image's meaning, as for digits; on otherwise).
     """
 
     image_size: int | None = None
@@ -140,13 +111,17 @@ class RaySection:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """One pretraining run.
+    """One pretraining run. Build it with :func:`load_config`, :func:`config_from_dict` or
+    :func:`default_config`: they return an instance of :func:`config_class`, which adds one
+    section per registered method (``dino:``, ``simsiam:``, ...) to the fields below.
 
     Attributes:
-        data: training data set: ``mnist``, ``digits``, ``folder:PATH`` or ``parquet:PATH``.
+        data: training data set, a spec of ``adasim_ray.data.spec`` (a built-in name or
+            ``KIND:PATH``).
         eval_data: evaluation data set; None = the test split of ``data``.
         limit_images: train on the first this many images only (None = all); CPU-sized runs.
-        method: ``dino`` (DINO with two global crops) or ``simsiam``.
+        method: a registered method (``adasim_ray.methods.METHODS``); its section holds its
+            hyper-parameters.
         backbone: a timm model name (``resnet50``, ``vit_small_patch16_224``, ...) or a CPU
             preset of ``adasim_ray.backbones``.
         epochs: training epochs.
@@ -160,7 +135,7 @@ class PretrainConfig:
     data: str = "mnist"
     eval_data: str | None = None
     limit_images: int | None = None
-    method: Literal["dino", "simsiam"] = "dino"
+    method: str = DEFAULT_METHOD
     backbone: str = "vit_tiny_cpu"
     epochs: int = 10
     batch_size: int = 128
@@ -168,15 +143,41 @@ class PretrainConfig:
     checkpoint_every: int = 1
     skip_corrupt: bool = False
     amp: bool = False
-    adasim: AdaSimSection = field(default_factory=AdaSimSection)
+    adasim: BootstrapConfig = field(default_factory=BootstrapConfig)
     augment: AugmentSection = field(default_factory=AugmentSection)
-    dino: DINOConfig = field(default_factory=DINOConfig)
-    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     eval: EvalSection = field(default_factory=EvalSection)
     ray: RaySection = field(default_factory=RaySection)
 
     def replace(self, **changes: Any) -> PretrainConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def method_config(self) -> Any:
+        """The section of the chosen method (an instance of its registered config class)."""
+        return getattr(self, self.method)
+
+
+_CLASSES: dict[tuple[tuple[str, type], ...], type[PretrainConfig]] = {}
+
+
+def config_class() -> type[PretrainConfig]:
+    """:class:`PretrainConfig` with one field per registered method, named after it and typed
+    by its config section, made from the registry (once per set of methods): a method
+    registered after this module was imported gets its section all the same."""
+    key = tuple((name, spec.config) for name, spec in METHODS.items())
+    cls = _CLASSES.get(key)
+    if cls is None:
+        sections = [(name, section, field(default_factory=section)) for name, section in key]
+        cls = _CLASSES[key] = dataclasses.make_dataclass(
+            "PretrainConfigWithMethods", sections, bases=(PretrainConfig,), frozen=True
+        )
+        cls.__module__ = __name__
+    return cls
+
+
+def default_config() -> PretrainConfig:
+    """Every field at its default, every registered method's section included."""
+    return config_class()()
 
 
 def load_config(
@@ -195,14 +196,12 @@ def load_config(
 
 
 def config_from_dict(data: dict[str, Any]) -> PretrainConfig:
-    try:
-        return from_dict(PretrainConfig, data)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:  # a section's own checks (e.g. DINOConfig)
-        raise ConfigError(
-            str(err).replace("DINOConfig.", "dino.").replace("SimSiamConfig.", "simsiam.")
-        ) from None
+    """The config of a nested mapping (a YAML file's), strictly: one ConfigError line naming
+    the first unknown key, bad value or unregistered method."""
+    method = data.get("method", DEFAULT_METHOD)
+    if method not in METHODS:
+        raise ConfigError(f"method: must be one of {sorted(METHODS)}, got {method!r}")
+    return from_dict(config_class(), data)
 
 
 def _positive_int(value: int | None, name: str, minimum: int = 1) -> None:
@@ -240,12 +239,10 @@ def validate(
     _positive_int(cfg.checkpoint_every, "checkpoint_every")
     _positive_int(cfg.limit_images, "limit_images")
     a = cfg.adasim
-    if not a.tau >= 0 or a.tau != a.tau or a.tau == float("inf"):
-        raise ConfigError(f"adasim.tau: must be a finite number >= 0, got {a.tau}")
-    _positive_int(a.window, "adasim.window")
-    _positive_int(a.topk, "adasim.topk")
-    if not 0 <= a.oracle_p <= 1:
-        raise ConfigError(f"adasim.oracle_p: must be a probability in [0, 1], got {a.oracle_p}")
+    try:
+        a.validate(num_images)
+    except ValueError as err:
+        raise ConfigError(f"adasim.{err}") from None
     if labelled is False and a.mode == "oracle":
         raise ConfigError(
             f"adasim.mode: 'oracle' draws same-class partners, but the data set {cfg.data!r} "
@@ -276,8 +273,6 @@ def validate(
         )
     if num_images is not None:
         n = num_images
-        if a.topk > n:
-            raise ConfigError(f"adasim.topk: K={a.topk} must be <= N={n} images")
         if r.cache_shards > n:
             raise ConfigError(f"ray.cache_shards: {r.cache_shards} shards for only N={n} images")
         if cfg.batch_size > n:

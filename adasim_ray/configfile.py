@@ -15,11 +15,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from adasim_ray.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field (dotted path)."""
 
 
 def _type_name(tp: Any) -> str:
@@ -100,7 +98,14 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown config key (known here: {known})")
         kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a section's own checks: "field: problem"
+        if not path:
+            raise
+        raise ConfigError(f"{path}.{err}") from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -6,7 +6,6 @@ so that a checkpoint always meets the same architecture that wrote it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -19,7 +18,7 @@ from adasim_ray.backbones import build_backbone
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource, first_images, open_source
 from adasim_ray.evaluation.protocol import evaluate_backbone
-from adasim_ray.methods import build_method
+from adasim_ray.methods import build_registered
 
 
 def open_train_source(cfg: PretrainConfig) -> ImageSource:
@@ -61,15 +60,14 @@ def build_model(
     """The method (student, teacher, heads) of ``cfg`` with its per-iteration schedules."""
     torch.manual_seed(cfg.seed)
     backbone, feat_dim = build_backbone_for(cfg, views)
-    section = cfg.dino if cfg.method == "dino" else cfg.simsiam
-    return build_method(
+    return build_registered(
         cfg.method,
         backbone,
         feat_dim,
+        cfg.method_config,
         epochs=cfg.epochs,
         iters_per_epoch=iters_per_epoch(num_images, cfg.batch_size, world),
         batch_size=cfg.batch_size,
-        **dataclasses.asdict(section),
     )
 
 

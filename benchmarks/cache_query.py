@@ -149,7 +149,7 @@ def bench_plan(args: argparse.Namespace) -> dict[str, float]:
     win.seen.fill_(True)
     win.epochs_closed = w
     win._slot_open = False
-    cfg = BootstrapConfig(mode="adasim", tau=0.2, window=w, topk=k, seed=0)
+    cfg = BootstrapConfig(mode="adasim", tau=0.2, window=w, topk=k)
     window_bytes = win.nbytes()
     with PeakRss() as rss:
         before = rss_bytes()
@@ -172,8 +172,9 @@ def bytes_per_image(args: argparse.Namespace) -> dict[str, float]:
     n = 4096
     out = {}
     for dtype in ("float16", "float32"):
-        cfg = BootstrapConfig(mode="adasim", tau=0.2, window=args.window, topk=args.topk)
-        shard = BootstrapShard(n, 0, n, args.dim, cfg, cache_dtype=dtype, sim_dtype="float16")
+        cfg = BootstrapConfig(mode="adasim", tau=0.2, window=args.window, topk=args.topk,
+                              cache_dtype=dtype, sim_dtype="float16")
+        shard = BootstrapShard(n, 0, n, args.dim, cfg)
         out[dtype] = shard.nbytes() / n
     return {"bytes_per_image": out["float16"], "bytes_per_image_fp32_cache": out["float32"]}
 

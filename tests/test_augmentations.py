@@ -59,7 +59,8 @@ def test_channel_conversion() -> None:
 
 
 def test_eval_transform_of_native_size_is_plain_normalisation() -> None:
-    source = SimpleNamespace(name="mnist:test", channels=1, native_size=28, **MNIST)
+    source = SimpleNamespace(name="mnist:test", channels=1, native_size=28,
+                             mirror_invariant=False, **MNIST)
     views = GlobalViews.for_source(source)
     image = _digit()
     expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - 0.1307) / 0.3081
@@ -67,9 +68,10 @@ def test_eval_transform_of_native_size_is_plain_normalisation() -> None:
 
 
 def test_for_source_turns_flip_off_for_digits_only() -> None:
-    mnist = SimpleNamespace(name="mnist:train", channels=1, native_size=28, **MNIST)
+    mnist = SimpleNamespace(name="mnist:train", channels=1, native_size=28,
+                            mirror_invariant=False, **MNIST)
     folder = SimpleNamespace(name="folder:/data/x:train", channels=3, native_size=None,
-                             **IMAGENET)
+                             mirror_invariant=True, **IMAGENET)
     assert not GlobalViews.for_source(mnist).flip
     natural = GlobalViews.for_source(folder)
     assert natural.flip and natural.size == 224 and natural.blur_sigma == (0.1, 2.0)

@@ -9,11 +9,11 @@ import os
 import pytest
 
 from adasim_ray.cli import default_config_path, main
-from adasim_ray.commands.check import human_bytes
 from adasim_ray.config import load_config
 from adasim_ray.data import open_source
 from adasim_ray.engine import BootstrapConfig, BootstrapShard
 from adasim_ray.engine.shard import shard_ranges
+from adasim_ray.resources.memory import human_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +31,10 @@ def _run(capsys, *argv: str) -> tuple[int, list[str], list[str], dict]:
 
 def _engine_bytes(n: int, dim: int, shards: int, w: int, k: int, cache: str, sim: str) -> list:
     """What the engine really allocates: the shards of a run, built and measured."""
-    cfg = BootstrapConfig(mode="adasim", tau=0.2, window=w, topk=k)
+    cfg = BootstrapConfig(mode="adasim", tau=0.2, window=w, topk=k, cache_dtype=cache,
+                          sim_dtype=sim)
     return [
-        BootstrapShard(n, lo, hi, dim, cfg, cache_dtype=cache, sim_dtype=sim).nbytes()
+        BootstrapShard(n, lo, hi, dim, cfg).nbytes()
         for lo, hi in shard_ranges(n, shards)
     ]
 

@@ -19,9 +19,9 @@ import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from adasim_ray.cli import UserError
-from adasim_ray.commands.check import cluster_yaml_nodes, validate_cluster_yaml
 from adasim_ray.config import load_config
+from adasim_ray.errors import UserError
+from adasim_ray.resources.cluster_yaml import cluster_yaml_nodes, validate_cluster_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = {"aws": ROOT / "cluster.yaml", "gcp": ROOT / "experiments" / "clusters" / "gcp.yaml"}

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from adasim_ray.backbones import PAPER_BACKBONES
-from adasim_ray.commands.check import cluster_yaml_nodes, place, run_bundles
 from adasim_ray.config import load_config
 from adasim_ray.data import parse_spec
 from adasim_ray.evaluation.fewshot import few_shot
+from adasim_ray.resources.cluster_yaml import cluster_yaml_nodes
+from adasim_ray.resources.placement import place, run_bundles
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE2 = ROOT / "experiments" / "table2"

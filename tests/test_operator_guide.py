@@ -15,8 +15,8 @@ import click
 import pytest
 
 from adasim_ray.cli import build_parser
-from adasim_ray.commands.check import validate_cluster_yaml
 from adasim_ray.config import load_config
+from adasim_ray.resources.cluster_yaml import validate_cluster_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Operating a cloud cluster"

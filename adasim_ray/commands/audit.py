@@ -11,6 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adasim_ray.audit.report import audit_run, load_run_state
+from adasim_ray.commands import open_finished_run
+from adasim_ray.errors import UserError
+from adasim_ray.recipe import open_train_source
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -43,15 +48,9 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from adasim_ray.cli import UserError
-    from adasim_ray.commands import open_finished_run
-    from adasim_ray.recipe import open_train_source
-
     if args.top < 1 or args.sheet < 1:
         raise UserError(f"--top and --sheet must be >= 1, got {args.top} and {args.sheet}")
     run_dir, cfg, checkpoint = open_finished_run(args.run_dir, "audit")
-    from adasim_ray.audit.report import audit_run, load_run_state
-
     source = open_train_source(cfg)
     state = load_run_state(checkpoint)
     output = Path(args.output) if args.output else run_dir / "audit"

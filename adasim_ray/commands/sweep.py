@@ -16,6 +16,11 @@ import argparse
 import json
 from typing import Any
 
+from adasim_ray.commands.args import add_set_argument
+from adasim_ray.errors import UserError
+from adasim_ray.sweep.report import write_report
+from adasim_ray.sweep.tuner import resume_sweep, run_sweep
+
 
 def register(subparsers: Any) -> None:
     s = subparsers.add_parser(
@@ -26,12 +31,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--config", help="sweep YAML (e.g. experiments/mnist_ablation.yaml)")
     s.add_argument("--output", default="sweeps", help="where sweep directories go (sweeps)")
     s.add_argument("--max-trials", type=int, help="run at most this many trials")
-    s.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a field of the base pretraining config, e.g. epochs=2",
-    )
+    add_set_argument(s, "epochs=2", what="a field of the base pretraining config")
     s.add_argument("--resume", metavar="SWEEP_DIR", help="restore an interrupted sweep")
     s.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
     s.set_defaults(func=cmd_sweep)
@@ -43,9 +43,6 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from adasim_ray.cli import UserError
-    from adasim_ray.sweep.tuner import resume_sweep, run_sweep
-
     if args.max_trials is not None and args.max_trials < 1:
         raise UserError(f"--max-trials: must be >= 1, got {args.max_trials}")
     if args.resume:
@@ -67,8 +64,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from adasim_ray.sweep.report import write_report
-
     summary = write_report(args.sweep_dir)
     if args.json:
         print(json.dumps(summary))

@@ -9,6 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adasim_ray.audit.report import load_run_state
+from adasim_ray.commands import open_finished_run
+from adasim_ray.errors import UserError
+from adasim_ray.recipe import open_train_source
+from adasim_ray.visualize.metrics import PANELS, plot_metrics
+from adasim_ray.visualize.neighbours import draw_supports, pick_queries, supports
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -37,9 +44,6 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from adasim_ray.cli import UserError
-    from adasim_ray.visualize.metrics import PANELS, plot_metrics
-
     try:
         runs = plot_metrics(args.run_dirs, args.output, args.title)
     except ValueError as err:
@@ -53,12 +57,6 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_neighbours(args: argparse.Namespace) -> int:
-    from adasim_ray.audit.report import load_run_state
-    from adasim_ray.cli import UserError
-    from adasim_ray.commands import open_finished_run
-    from adasim_ray.recipe import open_train_source
-    from adasim_ray.visualize.neighbours import draw_supports, pick_queries, supports
-
     run_dir, cfg, checkpoint = open_finished_run(args.run_dir, "visualize neighbours")
     state = load_run_state(checkpoint)
     tau = cfg.adasim.tau

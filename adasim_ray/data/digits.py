@@ -61,6 +61,8 @@ class DigitsSource(ArraySource):
         (359, (8, 8, 1), 8)
     """
 
+    mirror_invariant = False  # a mirrored digit is another symbol, or none
+
     def __init__(self, split: str = "train") -> None:
         if split not in ("train", "test"):
             raise DataError(f"digits: unknown split {split!r}; choose 'train' or 'test'")

@@ -1,11 +1,8 @@
-"""The one exception of the data package."""
+"""The one exception of the data package, defined with the package's other user errors in
+:mod:`adasim_ray.errors` (so that ``launch.py`` catches it with them)."""
 
 from __future__ import annotations
 
+from adasim_ray.errors import DataError
 
-class DataError(ValueError):
-    """A data set cannot be opened or an image cannot be read.
-
-    The message is one line and names the data set spec, split, shard or file at fault, so
-    that a failure on a cluster worker points straight at what to fix.
-    """
+__all__ = ["DataError"]

@@ -103,6 +103,8 @@ class MnistSource(ArraySource):
         (10000, (28, 28, 1), 10)
     """
 
+    mirror_invariant = False  # a mirrored digit is another symbol, or none
+
     def __init__(self, split: str = "train") -> None:
         if split not in _FILES:
             raise DataError(f"mnist: unknown split {split!r}; choose 'train' or 'test'")

@@ -42,6 +42,9 @@ class ImageSource(ABC):
         mean: per-channel mean of the pixels in [0, 1] units, for normalisation.
         std: per-channel standard deviation in [0, 1] units.
         native_size: side of the (square) images when they all share it, else ``None``.
+        mirror_invariant: whether a horizontal flip keeps the meaning of an image (true of
+            natural images; not of digits, where a mirrored 2 or 7 is another symbol or
+            none). The training views flip only such images (``GlobalViews.for_source``).
         skipped: files or rows left out because they could not be decoded; non-empty only
             when the source was opened with ``skip_corrupt=True``. ``len(self)`` counts the
             kept images only, and indices are positions among the kept images.
@@ -62,6 +65,7 @@ class ImageSource(ABC):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     native_size: int | None
+    mirror_invariant: bool = True
     skipped: tuple[str, ...] = ()
 
     @abstractmethod

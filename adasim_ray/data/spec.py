@@ -27,7 +27,10 @@ from adasim_ray.data.source import SPLITS, ImageSource
 
 _BUILTIN: dict[str, Callable[[str], ImageSource]] = {"mnist": MnistSource, "digits": DigitsSource}
 _ON_DISK = {"folder": FolderSource, "parquet": ParquetSource}
+#: Every spec form, in the order the help of ``--data`` lists them.
 KINDS: tuple[str, ...] = (*_BUILTIN, *(f"{k}:PATH" for k in _ON_DISK))
+#: The ``--data`` help of every command: ``mnist | digits | folder:PATH | parquet:PATH``.
+SPEC_HELP = " | ".join(KINDS)
 
 
 class DataSpec(NamedTuple):

@@ -30,6 +30,7 @@ class FirstImages(ImageSource):
         self.channels = source.channels
         self.mean, self.std = source.mean, source.std
         self.native_size = source.native_size
+        self.mirror_invariant = source.mirror_invariant
         self.skipped = source.skipped
 
     def __len__(self) -> int:

@@ -4,8 +4,9 @@ No Ray here: the Ray layer (``adasim_ray.train``) puts :class:`BootstrapShard` s
 """
 
 from adasim_ray.engine.cache import SimilarityCache, TopK, merge_topk
+from adasim_ray.engine.config import MODES, BootstrapConfig
 from adasim_ray.engine.oracle import ClassMembers, oracle_partners, standard_pair_probability
-from adasim_ray.engine.partners import MODES, BootstrapConfig, PlanStats, plan_window
+from adasim_ray.engine.partners import PlanStats, plan_window
 from adasim_ray.engine.shard import Bootstrapper, BootstrapShard, shard_ranges
 from adasim_ray.engine.window import NeighbourWindow
 

@@ -21,65 +21,21 @@ the window's own size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from adasim_ray.engine.config import BootstrapConfig
 from adasim_ray.engine.oracle import ClassMembers, oracle_partners
 from adasim_ray.engine.ordering import INVALID_ID, exact_topk
 from adasim_ray.engine.window import NeighbourWindow
 
-MODES = ("none", "nn", "adasim", "oracle")
 _ID_SENTINEL = 0x7FFFFFFF  # above every image id (ids are < 2^31): empty entries sort last
 _LOW32 = 0xFFFFFFFF
 NOISE_BLOCK_ROWS = 65536
 """Gumbel noise is drawn in fixed global blocks of image ids, so a plan does not depend on how
 the ids are split into shards or chunks."""
-
-
-@dataclass(frozen=True)
-class BootstrapConfig:
-    """The AdaSim hyperparameters (Table 4) and the bootstrapping mode.
-
-    Attributes:
-        mode: ``"none"`` (plain baseline), ``"nn"`` (+ NN), ``"adasim"`` or ``"oracle"``
-            (same-class partners from the labels, Section 4.4).
-        tau: sampling temperature of Eq. 9; 0 gives exactly the plain baseline.
-        window: w, epochs averaged in Eq. 8; bootstrapping starts after w epochs.
-        topk: K, support size per epoch (Section 3.4) and of the final support.
-        seed: seeds the sampling; the same seed and window give the same plan.
-        oracle_p: ``oracle`` only: probability of a standard pair at the last epoch (the
-            schedule goes linearly from 1); Table 1 reports 0 and 0.5.
-        epochs: ``oracle`` only: the run's number of epochs, the length of that schedule.
-    """
-
-    mode: str = "adasim"
-    tau: float = 0.2
-    window: int = 10
-    topk: int = 3
-    seed: int = 0
-    oracle_p: float = 0.0
-    epochs: int = 1
-
-    def validate(self, num_images: int | None = None) -> BootstrapConfig:
-        """Raise ValueError naming the first bad argument; returns self."""
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau >= 0):
-            raise ValueError(f"tau must be a finite number >= 0, got {self.tau!r}")
-        if not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window (w) must be an integer >= 1, got {self.window!r}")
-        if not isinstance(self.topk, int) or self.topk < 1:
-            raise ValueError(f"topk (K) must be an integer >= 1, got {self.topk!r}")
-        if num_images is not None and self.topk > num_images:
-            raise ValueError(f"topk (K) must be <= N = {num_images} images, got {self.topk}")
-        if not (isinstance(self.oracle_p, (int, float)) and 0 <= self.oracle_p <= 1):
-            raise ValueError(f"oracle_p must be a probability in [0, 1], got {self.oracle_p!r}")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        return self
 
 
 @dataclass
@@ -212,13 +168,17 @@ def plan_window(
     labels: torch.Tensor | None = None,
     chunk_rows: int | None = None,
     members: ClassMembers | None = None,
+    *,
+    seed: int = 0,
+    epochs: int = 1,
 ) -> tuple[torch.Tensor, PlanStats]:
     """Partners j* of the owned images for the next epoch, and the Fig. 3 counts.
 
     The next epoch is number ``window.epochs_closed`` (0-based); its plan only reads closed
     epochs. Args ``labels`` (N,) int64 over the whole data set (-1 = unknown) feed the metrics,
     and in ``oracle`` mode the partners (``members``: their class index, built from ``labels``
-    when not given).
+    when not given). ``seed`` seeds the sampling (the same seed and window give the same plan);
+    ``epochs``, the run's length, spans the oracle's 1 -> ``oracle_p`` schedule.
 
     Returns:
         (partners (n,) int64 global ids, stats).
@@ -243,7 +203,7 @@ def plan_window(
             raise ValueError("mode 'oracle' needs the labels of the data set")
         members = members if members is not None else ClassMembers(labels)
         oracle = oracle_partners(
-            members, window.start, window.stop, epoch, cfg.epochs, cfg.oracle_p, cfg.seed
+            members, window.start, window.stop, epoch, epochs, cfg.oracle_p, seed
         )
     bootstrapping = (cfg.mode == "adasim" and epoch >= cfg.window) or (
         cfg.mode == "nn" and epoch >= 1
@@ -260,7 +220,7 @@ def plan_window(
             chosen = nearest_other(window.latest_rows(lo, hi), self_ids)
         else:
             if noise is None:  # drawn once for the whole shard, sliced per chunk
-                noise = gumbel_noise(cfg.seed, epoch, window.start, window.stop, cfg.topk)
+                noise = gumbel_noise(seed, epoch, window.start, window.stop, cfg.topk)
             chosen = adaptive_partners(support, scores, self_ids, cfg.tau, noise[lo:hi])
         partners[lo:hi] = chosen
         stats = stats + _chunk_stats(support, self_ids, chosen, labels)

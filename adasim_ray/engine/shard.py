@@ -16,6 +16,8 @@ At the end of an epoch every shard closes the window slot and plans the next epo
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
 from adasim_ray.engine.cache import SimilarityCache, TopK, merge_topk
@@ -52,9 +54,9 @@ class BootstrapShard:
         num_images: N, the data set size.
         start, stop: the owned id range.
         dim: feature dimension d of the cache.
-        cfg: mode, tau, w, K, seed (validated here, against N).
-        cache_dtype: storage of Z (``float32``, ``float16`` or ``bfloat16``).
-        sim_dtype: storage of the window's similarities (``float16`` or ``float32``).
+        cfg: mode, tau, w, K, the storage dtypes (validated here, against N).
+        seed: seeds the partner sampling.
+        epochs: the run's number of epochs (the length of the oracle's schedule).
         device: where Z lives (a shard actor given a GPU puts it there).
         labels: optional (N,) int64 labels of the whole data set (-1 = unknown), used only for
             the NN / 2-NN accuracy metrics.
@@ -67,12 +69,16 @@ class BootstrapShard:
         stop: int,
         dim: int,
         cfg: BootstrapConfig,
-        cache_dtype: str = "float32",
-        sim_dtype: str = "float16",
+        *,
+        seed: int = 0,
+        epochs: int = 1,
         device: str | torch.device = "cpu",
         labels: torch.Tensor | None = None,
     ) -> None:
         self.cfg = cfg.validate(num_images)
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        self.seed, self.epochs = seed, epochs
         if not 0 <= start < stop <= num_images:
             raise ValueError(f"shard range [{start}, {stop}) must lie inside [0, {num_images})")
         if labels is not None and labels.shape != (num_images,):
@@ -81,8 +87,8 @@ class BootstrapShard:
             raise ValueError("mode 'oracle' (same-class partners) needs labels; none were given")
         self.num_images = num_images
         self.start, self.stop = start, stop
-        self.cache = SimilarityCache(start, stop, dim, dtype=cache_dtype, device=device)
-        self.window = NeighbourWindow(start, stop, cfg.window, cfg.topk, sim_dtype=sim_dtype)
+        self.cache = SimilarityCache(start, stop, dim, dtype=cfg.cache_dtype, device=device)
+        self.window = NeighbourWindow(start, stop, cfg.window, cfg.topk, sim_dtype=cfg.sim_dtype)
         self.labels = None if labels is None else labels.to(torch.int64)
         # The oracle's class index, built once (an argsort of N labels) rather than per epoch.
         self.members = ClassMembers(self.labels) if cfg.mode == "oracle" else None
@@ -110,7 +116,8 @@ class BootstrapShard:
         """Close the epoch and plan the next one; returns the new plan's metric counts."""
         self.window.end_epoch()
         self.partners, self.last_stats = plan_window(
-            self.window, self.cfg, self.labels, members=self.members
+            self.window, self.cfg, self.labels, members=self.members, seed=self.seed,
+            epochs=self.epochs,
         )
         return self.last_stats
 
@@ -124,7 +131,7 @@ class BootstrapShard:
     def state_dict(self) -> dict[str, object]:
         return {
             "num_images": self.num_images,
-            "cfg": self.cfg.__dict__.copy(),
+            "cfg": asdict(self.cfg) | {"seed": self.seed, "epochs": self.epochs},
             "cache": self.cache.state_dict(),
             "window": self.window.state_dict(),
             "partners": self.partners.clone(),

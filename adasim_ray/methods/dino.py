@@ -32,15 +32,19 @@ from torch import nn
 from adasim_ray.methods.heads import DINOHead
 from adasim_ray.methods.losses import DINOLoss
 from adasim_ray.methods.monitors import mean_entropy, std_of_l2_normalized
+from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr, teacher_temp_schedule
 from adasim_ray.methods.step import StepOutput, check_finite, schedule_at
+from adasim_ray.methods.teacher import clip_gradients, update_momentum
 
 __all__ = ["DINO", "DINOConfig", "DINOSchedules"]
 
 
 @dataclass(frozen=True)
 class DINOConfig:
-    """DINO's hyper-parameters; the defaults are the authors' (DESIGN.md, recipe section).
+    """DINO's hyper-parameters (the YAML section ``dino:``); the defaults are those of DINO
+    (Caron et al., 2021, Appendix) with which the AdaSim paper trains DINO-2 (Section 4.1,
+    implementation details).
 
     Attributes:
         out_dim: K, number of prototypes (65536). Small runs: 1024-4096.
@@ -91,16 +95,15 @@ class DINOConfig:
                     "warmup_teacher_temp", "base_lr")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"DINOConfig.{name} must be > 0, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         for name in ("center_momentum", "momentum_teacher"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"DINOConfig.{name} must lie in [0, 1], got "
-                                 f"{getattr(self, name)}")
+                raise ValueError(f"{name}: must lie in [0, 1], got {getattr(self, name)}")
         non_negative = ("min_lr", "warmup_epochs", "weight_decay", "weight_decay_end",
                         "clip_grad", "freeze_last_layer", "warmup_teacher_temp_epochs")
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise ValueError(f"DINOConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class _Branch(nn.Module):
         return feature, self.head(feature)
 
 
+@register_method("dino", DINOConfig)
 class DINO(nn.Module):
     """DINO-2 with an EMA teacher, centring and sharpening.
 
@@ -246,12 +250,8 @@ class DINO(nn.Module):
         """Clip each parameter's gradient to norm ``clip_grad`` (DINO clips per parameter,
         not globally), then drop the last layer's gradients in the first
         ``freeze_last_layer`` epochs, which DINO found to help the first epoch."""
-        clip = self.config.clip_grad
-        if clip > 0:
-            for param in self.student.parameters():
-                if param.grad is not None:
-                    scale = (clip / (param.grad.norm(2) + 1e-6)).clamp(max=1.0)
-                    param.grad.mul_(scale)
+        if self.config.clip_grad > 0:
+            clip_gradients(self.student.parameters(), self.config.clip_grad)
         if it // self.iters_per_epoch < self.config.freeze_last_layer:
             for param in self.student.head.last_layer.parameters():
                 param.grad = None  # AdamW skips parameters without a gradient
@@ -260,9 +260,7 @@ class DINO(nn.Module):
     def after_step(self, it: int) -> None:
         """EMA update of the teacher with the scheduled momentum (DINO, Section 3.1)."""
         momentum = schedule_at(self.schedules.momentum, it, "teacher momentum")
-        for p_student, p_teacher in zip(self.student.parameters(), self.teacher.parameters(),
-                                        strict=True):
-            p_teacher.mul_(momentum).add_(p_student.detach(), alpha=1.0 - momentum)
+        update_momentum(self.student, self.teacher, momentum)
 
     def eval_backbone(self) -> nn.Module:
         """The teacher backbone: DINO evaluates (and AdaSim caches) the teacher's features."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from adasim_ray.config import PretrainConfig, config_from_dict
+from adasim_ray.config import PretrainConfig, config_from_dict, default_config
 from adasim_ray.configfile import (
     ConfigError,
     flatten,
@@ -180,7 +180,7 @@ def _check_distribution(name: str, dist: Any) -> None:
 
 
 def default_base_path() -> Path:
-    from adasim_ray.cli import default_config_path
+    from adasim_ray.presets import default_config_path
 
     return default_config_path()
 
@@ -232,7 +232,7 @@ def load_sweep(
 
 def _check_field_exists(name: str) -> None:
     """A swept field must name a field of the pretraining config."""
-    defaults = PretrainConfig()
+    defaults = default_config()
     node: Any = defaults
     for part in name.split("."):
         if not hasattr(node, part):

@@ -27,7 +27,9 @@ import yaml
 
 from adasim_ray.config import PretrainConfig, validate
 from adasim_ray.configfile import ConfigError
+from adasim_ray.resources.placement import run_bundles, totals
 from adasim_ray.sweep.spec import Sweep, apply_point, load_sweep
+from adasim_ray.train.rundir import is_run_dir
 
 TRIALS = "trials"
 TUNE_NAME = "tune"
@@ -42,14 +44,10 @@ TRIAL_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
 
 
 def trial_resources(cfg: PretrainConfig) -> dict[str, float]:
-    """What one trial's run reserves: Train workers, cache shards and fetch tasks."""
-    world = max(cfg.ray.num_workers, 1)
-    cpus = (
-        world * cfg.ray.cpus_per_worker
-        + cfg.ray.cache_shards * cfg.ray.cache_shard_cpus
-        + world * cfg.ray.fetch_actors * cfg.ray.fetch_cpus
-    )
-    gpus = (world if cfg.ray.use_gpu else 0) + cfg.ray.cache_shards * cfg.ray.cache_shard_gpus
+    """What one trial's run reserves: Train workers (or the training loop itself, with
+    ``ray.num_workers=0``), cache shards and fetch tasks; the totals of the bundles that
+    ``launch.py check`` places (``adasim_ray.resources.placement.run_bundles``)."""
+    cpus, gpus = totals(run_bundles(cfg))
     return {"CPU": cpus, "GPU": gpus}
 
 
@@ -87,7 +85,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
         final = {k: v for k, v in (rows[-1] if rows else {}).items() if v is not None}
         ray.tune.report(final)
         return
-    resume = str(run_dir) if (run_dir / "config.yaml").is_file() else None
+    resume = str(run_dir) if is_run_dir(run_dir) else None
     if resume:
         print(f"[sweep] trial {trial_id}: continuing {run_dir}", flush=True)
     pretrain(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import time
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,8 @@ class CacheShardActor:
         stop: int,
         dim: int,
         cfg: dict[str, Any],
-        cache_dtype: str,
-        sim_dtype: str,
+        seed: int,
+        epochs: int,
         labels: np.ndarray | None,
     ) -> None:
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
@@ -54,8 +55,8 @@ class CacheShardActor:
         torch.set_num_threads(max(1, int(cpus)))
         self._args = (num_images, start, stop, dim, BootstrapConfig(**cfg))
         self._kwargs = {
-            "cache_dtype": cache_dtype,
-            "sim_dtype": sim_dtype,
+            "seed": seed,
+            "epochs": epochs,
             "device": device,
             "labels": None if labels is None else torch.tensor(labels),
         }
@@ -135,8 +136,8 @@ def create_shard_actors(
     cfg: BootstrapConfig,
     shards: int,
     *,
-    cache_dtype: str,
-    sim_dtype: str,
+    seed: int,
+    epochs: int,
     labels: np.ndarray | None,
     num_cpus: float = 0.0,
     num_gpus: float = 0.0,
@@ -160,7 +161,7 @@ def create_shard_actors(
             scheduling_strategy="SPREAD",
         )
         handles.append(
-            options.remote(num_images, lo, hi, dim, cfg.__dict__, cache_dtype, sim_dtype, labels)
+            options.remote(num_images, lo, hi, dim, asdict(cfg), seed, epochs, labels)
         )
     ray.get([h.ping.remote() for h in handles])
     return handles

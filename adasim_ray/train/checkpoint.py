@@ -24,16 +24,13 @@ from typing import Any
 import torch
 
 from adasim_ray.config import PretrainConfig
+from adasim_ray.errors import CheckpointError
 
 META = "meta.json"
 MODEL = "model.pt"
 
 #: Settings that a resumed run must share with its checkpoint (else the state means nothing).
 KEY_SETTINGS = ("num_images", "method", "backbone", "window", "topk", "cache_shards", "feat_dim")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used (truncated, foreign settings, missing)."""
 
 
 def key_settings(cfg: PretrainConfig, num_images: int, feat_dim: int) -> dict[str, Any]:
@@ -103,21 +100,26 @@ def verify(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def read_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-    """(meta, model state, shard states) of a complete checkpoint directory."""
+def read_checkpoint(
+    directory: str | Path, *, shards: bool = True
+) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """(meta, model state, shard states) of a complete checkpoint directory; with
+    ``shards=False`` the shard states (gigabytes at scale) are not read and the list is empty:
+    only the process that restores the shards needs them."""
     directory = Path(directory)
     meta = verify(directory)
+    count = int(meta["settings"]["cache_shards"]) if shards else 0
     try:
         model = torch.load(directory / MODEL, map_location="cpu", weights_only=False)
-        shards = [
+        states = [
             torch.load(directory / f"cache_shard_{s}.pt", map_location="cpu", weights_only=False)
-            for s in range(int(meta["settings"]["cache_shards"]))
+            for s in range(count)
         ]
     except (OSError, RuntimeError, EOFError) as err:
         raise CheckpointError(
             f"{directory}: a checkpoint file is truncated or missing ({err})"
         ) from None
-    return meta, model, shards
+    return meta, model, states
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], force: bool = False) -> None:

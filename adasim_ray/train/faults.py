@@ -84,10 +84,21 @@ def resumes(run_dir: str | Path) -> list[int]:
 
 
 class FaultInjector:
-    """Rank 0's side of ``ADASIM_FAULT`` (see the module docstring)."""
+    """Rank 0's side of ``ADASIM_FAULT`` (see the module docstring): the training loop calls
+    :meth:`at_step` at the start of every step and :meth:`during_save` between the files of
+    a checkpoint; with no faults (every other rank, and every normal run) both do nothing.
 
-    def __init__(self, faults: list[Fault], run_dir: str, driver_pid: int | None) -> None:
+    Args:
+        faults: from :func:`parse_faults`.
+        run_dir: where ``faults.jsonl`` is kept.
+        driver_pid: the driver's process (``kill_driver``).
+        shard_handles: the cache shard actors (``kill_shard`` kills the first).
+    """
+
+    def __init__(self, faults: list[Fault], run_dir: str, driver_pid: int | None = None,
+                 shard_handles: list[Any] | tuple[Any, ...] = ()) -> None:
         self.faults, self.run_dir, self.driver_pid = faults, run_dir, driver_pid
+        self.shard_handles = list(shard_handles)
 
     def _claim(self, fault: Fault) -> bool:
         """Record the fault unless it already fired; True if this call should act."""
@@ -102,7 +113,8 @@ class FaultInjector:
         print(f"[adasim] fault injected: {fault.kind}@{fault.at}", flush=True)
         return True
 
-    def at_step(self, it: int, shard_handles: list[Any]) -> None:
+    def at_step(self, it: int) -> None:
+        """Called at the start of global step ``it``."""
         for fault in self.faults:
             if fault.at != it or fault.kind == "kill_save" or not self._claim(fault):
                 continue
@@ -111,7 +123,7 @@ class FaultInjector:
             elif fault.kind == "kill_shard":
                 import ray
 
-                ray.kill(shard_handles[0], no_restart=False)
+                ray.kill(self.shard_handles[0], no_restart=False)
             elif fault.kind == "kill_driver" and self.driver_pid is not None:
                 # The driver's pid only means something on its own machine (a local test).
                 os.kill(self.driver_pid, signal.SIGKILL)

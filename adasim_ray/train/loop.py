@@ -10,14 +10,20 @@ Per epoch (Algorithm 1 with the plan of past epochs, see ``adasim_ray.engine.par
 3. rank 0 closes the epoch in the shards (window slot, next plan), runs the online k-NN,
    writes the checkpoint (model, optimiser, schedules' position, RNG, and the cache shards,
    once) and every rank calls ``ray.train.report`` once.
+
+The functions follow that story, as DINO's ``train_dino`` and ``train_one_epoch`` do:
+:func:`train_loop_per_worker` calls :func:`start_worker`, :func:`resume`, then per epoch
+:func:`publish_plan`, :func:`train_one_epoch`, :func:`close_epoch` (rank 0) and :func:`report`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +33,12 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from adasim_ray.config import config_from_dict
-from adasim_ray.methods import train_step
+from adasim_ray.augmentations import GlobalViews
+from adasim_ray.config import PretrainConfig
+from adasim_ray.data import ImageSource
+from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import (
     build_model,
     knn_evaluation,
@@ -49,6 +58,276 @@ from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
+#: The plan metrics of a run's first epoch (its plan pairs every image with itself).
+FIRST_PLAN = {"bootstrap_ratio": 0.0, "nn_top1": None, "nn2_top1": None}
+FINAL_KEYS = ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
+
+
+@dataclass
+class Worker:
+    """What one Train worker holds through the run; the last five only on rank 0, which
+    drives the cache shards, evaluates, checkpoints and logs."""
+
+    cfg: PretrainConfig
+    loop_config: dict[str, Any]
+    rank: int
+    world: int
+    device: torch.device
+    views: GlobalViews
+    method: nn.Module
+    model: nn.Module  # ``method`` as prepared by Ray Train (DDP when world > 1)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    faults: FaultInjector
+    cache: ShardedCache | None = None
+    board: Any = None
+    eval_sources: tuple[ImageSource, ImageSource] | None = None
+    metrics_log: MetricsLog | None = None
+    writer: Any = None
+
+    @property
+    def run_dir(self) -> str:
+        return str(self.loop_config["run_dir"])
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Entry point of each Train worker (``TorchTrainer(train_loop_per_worker=...)``)."""
+    worker = start_worker(loop_config)
+    cfg = worker.cfg
+    start_epoch, plan_metrics = resume(worker)
+    if worker.metrics_log is not None:
+        worker.metrics_log.truncate(start_epoch)  # epochs after the checkpoint are redone
+    last: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_t0 = time.perf_counter()
+        publish_plan(worker, epoch)
+        metrics = train_one_epoch(worker, epoch, plan_metrics, epoch_t0)
+        ckpt_dir = None
+        if worker.cache is not None:
+            plan_metrics, ckpt_dir = close_epoch(worker, epoch, metrics, epoch_t0)
+        report(worker, metrics, ckpt_dir, epoch)
+        last = metrics
+        stop_after = loop_config.get("stop_after")
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
+    if worker.writer is not None:
+        worker.writer.close()
+    return last
+
+
+def start_worker(loop_config: dict[str, Any]) -> Worker:
+    """The model, optimiser and data views of this rank; on rank 0 also the cache client,
+    the plan board, the fault hooks, the evaluation sets, the metrics log and TensorBoard."""
+    cfg: PretrainConfig = loop_config["config"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    # As many torch threads as CPUs reserved, whatever imported torch first in this process:
+    # a thread count that differs between launches changes the float sums (measured: the
+    # same run driven in-process or from `launch.py` differed by 3e-7 in the first loss).
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+    quiet_ray_console()  # the run prints its own progress and per-epoch metrics
+
+    views = make_views(cfg, open_train_source(cfg))
+    method = build_model(cfg, views, loop_config["num_images"], world)
+    optimizer = method.build_optimizer()
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    model = ray.train.torch.prepare_model(method)
+    worker = Worker(cfg, loop_config, rank, world, device, views, method, model, optimizer,
+                    scaler, FaultInjector([], loop_config["run_dir"]))
+    if rank == 0:
+        worker.cache = ShardedCache.by_name(loop_config["run_name"], cfg.ray.cache_shards,
+                                            cfg.adasim.topk)
+        worker.board = ray.get_actor(plan_board_name(loop_config["run_name"]))
+        worker.faults = FaultInjector(parse_faults(loop_config.get("faults")),
+                                      loop_config["run_dir"], loop_config.get("driver_pid"),
+                                      worker.cache.handles)
+        worker.metrics_log = MetricsLog(loop_config["run_dir"])
+        if loop_config.get("tensorboard_dir"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            worker.writer = SummaryWriter(loop_config["tensorboard_dir"])
+        worker.eval_sources = open_eval_sources(cfg)
+    return worker
+
+
+def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
+    """(first epoch to train, the metrics of its plan): continue from the newest checkpoint
+    (a restarted worker group, or ``--resume``), else start the cache shards empty. Only
+    rank 0, which restores the shards, reads their states."""
+    checkpoint = ray.train.get_checkpoint()
+    local = _newest_local_checkpoint(worker.run_dir)
+    if checkpoint is None and local is None:
+        if worker.cache is not None:
+            worker.cache.reset()  # a restarted shard actor, or a fresh run: start empty
+        return 0, FIRST_PLAN
+    with_shards = worker.cache is not None
+    if local is not None:
+        meta, state, shard_states = read_checkpoint(local, shards=with_shards)
+    else:
+        with checkpoint.as_directory() as directory:
+            meta, state, shard_states = read_checkpoint(directory, shards=with_shards)
+    worker.method.load_state_dict(state["model"])
+    worker.optimizer.load_state_dict(state["optimizer"])
+    if worker.scaler is not None and state.get("scaler"):
+        worker.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    start_epoch = int(meta["epoch"])
+    if worker.cache is not None:
+        worker.cache.load_states(shard_states)
+        print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
+        record_resume(worker.run_dir, start_epoch)
+    return start_epoch, meta["plan_metrics"]
+
+
+def publish_plan(worker: Worker, epoch: int) -> None:
+    """Rank 0 puts the epoch's partner plan on the plan board, where the fetch tasks of every
+    rank read it; no rank starts the epoch before it is there."""
+    if worker.cache is not None:
+        plan_ref = ray.put(worker.cache.partners())
+        ray.get(worker.board.publish.remote(epoch, [plan_ref]))
+    _barrier(worker.world)
+
+
+def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
+                    epoch_t0: float) -> dict[str, Any]:
+    """One pass over this rank's stream of pairs: the DDP steps, the anchors' features sent
+    to the cache, a progress line every ``log_every`` steps; the epoch's training metrics.
+
+    Throughput counts from the second step on; the wait for the first batch is reported
+    apart (``first_batch_s``)."""
+    cfg, rank, world = worker.cfg, worker.rank, worker.world
+    iters, log_every = worker.method.iters_per_epoch, int(worker.loop_config.get("log_every", 20))
+    stream = ray.train.get_dataset_shard(f"train_{rank}").iter_torch_batches(
+        batch_size=cfg.batch_size // max(world, 1), drop_last=False, prefetch_batches=2
+    )
+    losses, z_stds, entropies, lr = [], [], [], float("nan")
+    step, images, steady_t0, steady_images, first_batch_s = 0, 0, None, 0, float("nan")
+    worker.model.train()
+    for batch in stream:
+        it = epoch * iters + step
+        worker.faults.at_step(it)
+        out = take_step(worker, batch, it)
+        losses.append(out.monitors["loss"])
+        z_stds.append(out.monitors.get("z_std", float("nan")))
+        if "teacher_entropy" in out.monitors:
+            entropies.append(out.monitors["teacher_entropy"])
+        lr = out.monitors["lr"]
+        step += 1
+        images += len(batch["anchor"]) * world
+        if step == 1:
+            steady_t0, steady_images = time.perf_counter(), images
+            first_batch_s = steady_t0 - epoch_t0
+        if rank == 0 and (step % log_every == 0 or step == iters):
+            rate = (images - steady_images) / max(time.perf_counter() - steady_t0, 1e-9)
+            print(f"[adasim] epoch {epoch + 1}/{cfg.epochs} step {step}/{iters} "
+                  f"{rate:.0f} img/s loss {losses[-1]:.4f} "
+                  f"bootstrap {plan_metrics['bootstrap_ratio']:.3f}", flush=True)
+    train_s = time.perf_counter() - epoch_t0
+    steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
+    if step != iters:
+        raise RuntimeError(f"epoch {epoch}: ran {step} steps, the schedules expect {iters}")
+    return {
+        "epoch": epoch + 1,
+        "loss": _mean(losses),
+        "z_std": _mean(z_stds),
+        "teacher_entropy": _mean(entropies) if entropies else None,
+        "lr": lr,
+        "images_per_s": (images - steady_images) / steady_s if step > 1 else float("nan"),
+        "train_s": train_s,
+        "first_batch_s": first_batch_s,
+        **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},
+    }
+
+
+def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOutput:
+    """One DDP step on a batch of pairs; the anchors' features of all ranks go to rank 0,
+    which sends them to the cache shards without waiting for the answer."""
+    anchor = batch["anchor"].to(worker.device, non_blocking=True)
+    partner = batch["partner"].to(worker.device, non_blocking=True)
+    out = train_step(worker.model, worker.optimizer, anchor, partner, it, worker.scaler)
+    ids = _gather(batch["anchor_id"].to(worker.device), worker.world)
+    feats = _gather(out.anchor_feature.float(), worker.world)
+    if worker.cache is not None:
+        worker.cache.submit(ids.cpu().numpy(), feats.cpu().numpy())
+    return out
+
+
+def close_epoch(worker: Worker, epoch: int, metrics: dict[str, Any],
+                epoch_t0: float) -> tuple[dict[str, Any], str | None]:
+    """Rank 0 at the end of an epoch: close it in the cache shards (which plan the next),
+    evaluate, checkpoint when due, log. Returns (the next plan's metrics, the checkpoint
+    directory to report, or None). ``metrics`` gains the evaluation and timing entries."""
+    cfg = worker.cfg
+    next_plan = worker.cache.end_epoch()
+    final = epoch + 1 == cfg.epochs
+    metrics["knn_top1"] = None
+    if final or (cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0):
+        result = knn_evaluation(worker.method.eval_backbone(), cfg, worker.eval_sources,
+                                worker.views, final=final, device=worker.device)
+        metrics["knn_top1"] = result["knn_top1"]
+        if final:
+            metrics.update({k: result[k] for k in FINAL_KEYS})
+    metrics["cache_busy_s"] = worker.cache.busy_seconds()
+    metrics["wall_s"] = time.perf_counter() - epoch_t0
+    ckpt_dir = None
+    if final or (epoch + 1) % cfg.checkpoint_every == 0:
+        ckpt_dir = save_checkpoint(worker, epoch, metrics, next_plan)
+    log_epoch(worker, metrics)
+    return next_plan, ckpt_dir
+
+
+def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],
+                    next_plan: dict[str, Any]) -> str:
+    """Write the checkpoint of the end of ``epoch`` into a fresh temporary directory: model,
+    optimiser, scaler, RNG and the schedules' position, the cache shards (once, from their
+    actors) and ``meta.json`` last."""
+    ckpt_dir = tempfile.mkdtemp(prefix="adasim-ckpt-")
+    write_checkpoint(
+        ckpt_dir,
+        model_state={
+            "model": worker.method.state_dict(),
+            "optimizer": worker.optimizer.state_dict(),
+            "scaler": worker.scaler.state_dict() if worker.scaler is not None else None,
+            "rng": torch.get_rng_state(),
+            "it": (epoch + 1) * worker.method.iters_per_epoch,
+        },
+        shard_states=worker.cache.states(),
+        meta={
+            "epoch": epoch + 1,
+            "settings": worker.loop_config["settings"],
+            "plan_metrics": next_plan,
+            "metrics": metrics,
+        },
+        between_files=lambda: worker.faults.during_save(epoch + 1),
+    )
+    return ckpt_dir
+
+
+def log_epoch(worker: Worker, metrics: dict[str, Any]) -> None:
+    """One line of ``metrics.jsonl``, the TensorBoard scalars and one console line."""
+    worker.metrics_log.append(metrics)
+    if worker.writer is not None:
+        for key, value in metrics.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                worker.writer.add_scalar(f"train/{key}", value, metrics["epoch"])
+        worker.writer.flush()
+    print(f"[adasim] epoch {metrics['epoch']} done: {json.dumps(metrics)}", flush=True)
+
+
+def report(worker: Worker, metrics: dict[str, Any], ckpt_dir: str | None, epoch: int) -> None:
+    """Every rank reports once per epoch; rank 0 hands Ray Train the checkpoint (local mode,
+    which keeps none of its own, moves it into the run directory)."""
+    report_metrics = {k: v for k, v in metrics.items() if v is not None}
+    if ckpt_dir is None:
+        ray.train.report(report_metrics)
+    elif worker.loop_config.get("local_mode"):
+        keep_local_checkpoint(ckpt_dir, worker.run_dir, epoch + 1)
+        ray.train.report(report_metrics)
+    else:
+        ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+        shutil.rmtree(Path(ckpt_dir), ignore_errors=True)
+
 
 def _barrier(world: int) -> None:
     if world > 1 and dist.is_initialized():
@@ -67,209 +346,9 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of each Train worker (``TorchTrainer(train_loop_per_worker=...)``)."""
-    cfg = config_from_dict(loop_config["config"])
-    run_name: str = loop_config["run_name"]
-    num_images: int = loop_config["num_images"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    # As many torch threads as CPUs reserved, whatever imported torch first in this process:
-    # a thread count that differs between launches changes the float sums (measured: the
-    # same run driven in-process or from `launch.py` differed by 3e-7 in the first loss).
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-    log_every = int(loop_config.get("log_every", 20))
-    quiet_ray_console()  # the run prints its own progress and per-epoch metrics
-
-    source = open_train_source(cfg)
-    views = make_views(cfg, source)
-    method = build_model(cfg, views, num_images, world)
-    optimizer = method.build_optimizer()
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
-    model = ray.train.torch.prepare_model(method)
-
-    cache = board = faults = None
-    if rank == 0 and loop_config.get("faults"):
-        faults = FaultInjector(parse_faults(loop_config["faults"]), loop_config["run_dir"],
-                               loop_config.get("driver_pid"))
-    if rank == 0:
-        cache = ShardedCache.by_name(run_name, cfg.ray.cache_shards, cfg.adasim.topk)
-        board = ray.get_actor(plan_board_name(run_name))
-    start_epoch, plan_metrics = 0, {"bootstrap_ratio": 0.0, "nn_top1": None, "nn2_top1": None}
-    local_mode = bool(loop_config.get("local_mode"))
-    checkpoint = ray.train.get_checkpoint()
-    local_ckpt = _newest_local_checkpoint(loop_config["run_dir"])
-    if checkpoint is not None or local_ckpt is not None:
-        if local_ckpt is not None:
-            meta, state, shard_states = read_checkpoint(local_ckpt)
-        else:
-            with checkpoint.as_directory() as directory:
-                meta, state, shard_states = read_checkpoint(directory)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, plan_metrics = int(meta["epoch"]), meta["plan_metrics"]
-        if cache is not None:
-            cache.load_states(shard_states)
-        del shard_states
-        if rank == 0:
-            print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
-            record_resume(loop_config["run_dir"], start_epoch)
-    elif cache is not None:
-        cache.reset()  # a restarted shard actor, or a fresh run: start empty
-
-    metrics_log = MetricsLog(loop_config["run_dir"]) if rank == 0 else None
-    if metrics_log is not None:
-        metrics_log.truncate(start_epoch)  # epochs after the checkpoint are redone
-    writer = None
-    if rank == 0 and loop_config.get("tensorboard_dir"):
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(loop_config["tensorboard_dir"])
-    eval_sources = open_eval_sources(cfg) if rank == 0 else None
-    iters = method.iters_per_epoch
-    per_rank_batch = cfg.batch_size // max(world, 1)
-    last: dict[str, Any] = {}
-
-    for epoch in range(start_epoch, cfg.epochs):
-        epoch_t0 = time.perf_counter()
-        if rank == 0:
-            plan_ref = ray.put(cache.partners())
-            ray.get(board.publish.remote(epoch, [plan_ref]))
-        _barrier(world)
-        stream = ray.train.get_dataset_shard(f"train_{rank}").iter_torch_batches(
-            batch_size=per_rank_batch, drop_last=False, prefetch_batches=2
-        )
-        losses, z_stds, entropies, lr = [], [], [], float("nan")
-        step, images, steady_t0, steady_images = 0, 0, None, 0
-        first_batch_s = float("nan")
-        model.train()
-        for batch in stream:
-            it = epoch * iters + step
-            if faults is not None:
-                faults.at_step(it, cache.handles)
-            anchor = batch["anchor"].to(device, non_blocking=True)
-            partner = batch["partner"].to(device, non_blocking=True)
-            out = train_step(model, optimizer, anchor, partner, it, scaler)
-            ids = _gather(batch["anchor_id"].to(device), world)
-            feats = _gather(out.anchor_feature.float(), world)
-            if cache is not None:
-                cache.submit(ids.cpu().numpy(), feats.cpu().numpy())
-            losses.append(out.monitors["loss"])
-            z_stds.append(out.monitors.get("z_std", float("nan")))
-            if "teacher_entropy" in out.monitors:
-                entropies.append(out.monitors["teacher_entropy"])
-            lr = out.monitors["lr"]
-            step += 1
-            images += len(anchor) * world
-            if step == 1:  # throughput from the second step on: start-up reported apart
-                steady_t0, steady_images = time.perf_counter(), images
-                first_batch_s = steady_t0 - epoch_t0
-            if rank == 0 and (step % log_every == 0 or step == iters):
-                rate = (images - steady_images) / max(time.perf_counter() - steady_t0, 1e-9)
-                print(
-                    f"[adasim] epoch {epoch + 1}/{cfg.epochs} step {step}/{iters} "
-                    f"{rate:.0f} img/s loss {losses[-1]:.4f} "
-                    f"bootstrap {plan_metrics['bootstrap_ratio']:.3f}",
-                    flush=True,
-                )
-        train_s = time.perf_counter() - epoch_t0
-        steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
-        images_per_s = (images - steady_images) / steady_s if step > 1 else float("nan")
-        if step != iters:
-            raise RuntimeError(f"epoch {epoch}: ran {step} steps, the schedules expect {iters}")
-
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss": _mean(losses),
-            "z_std": _mean(z_stds),
-            "teacher_entropy": _mean(entropies) if entropies else None,
-            "lr": lr,
-            "images_per_s": images_per_s,
-            "train_s": train_s,
-            "first_batch_s": first_batch_s,
-            **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},
-        }
-        ckpt_dir = None
-        if rank == 0:
-            next_plan = cache.end_epoch()
-            metrics["knn_top1"] = None
-            final = epoch + 1 == cfg.epochs
-            if final or (cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0):
-                result = knn_evaluation(
-                    method.eval_backbone(), cfg, eval_sources, views, final=final, device=device
-                )
-                metrics["knn_top1"] = result["knn_top1"]
-                if final:
-                    metrics.update(
-                        {
-                            k: result[k]
-                            for k in ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
-                        }
-                    )
-            metrics["cache_busy_s"] = cache.busy_seconds()
-            metrics["wall_s"] = time.perf_counter() - epoch_t0
-            if final or (epoch + 1) % cfg.checkpoint_every == 0:
-                ckpt_dir = tempfile.mkdtemp(prefix="adasim-ckpt-")
-                write_checkpoint(
-                    ckpt_dir,
-                    model_state={
-                        "model": method.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "rng": torch.get_rng_state(),
-                        "it": (epoch + 1) * iters,
-                    },
-                    shard_states=cache.states(),
-                    meta={
-                        "epoch": epoch + 1,
-                        "settings": loop_config["settings"],
-                        "plan_metrics": next_plan,
-                        "metrics": metrics,
-                    },
-                    between_files=None if faults is None
-                    else lambda e=epoch + 1: faults.during_save(e),
-                )
-            metrics_log.append(metrics)
-            if writer is not None:
-                for key, value in metrics.items():
-                    if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                        writer.add_scalar(f"train/{key}", value, epoch + 1)
-                writer.flush()
-            print(f"[adasim] epoch {epoch + 1} done: {json.dumps(metrics)}", flush=True)
-            plan_metrics = next_plan
-        report_metrics = {k: v for k, v in metrics.items() if v is not None}
-        if ckpt_dir is not None and local_mode:
-            # Local mode (num_workers=0) keeps no checkpoints of its own: persist it here.
-            keep_local_checkpoint(ckpt_dir, loop_config["run_dir"], epoch + 1)
-            ray.train.report(report_metrics)
-        elif ckpt_dir is not None:
-            ray.train.report(
-                report_metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir)
-            )
-            _remove_tree(ckpt_dir)
-        else:
-            ray.train.report(report_metrics)
-        last = metrics
-        if loop_config.get("stop_after") is not None and epoch + 1 >= loop_config["stop_after"]:
-            break
-    if writer is not None:
-        writer.close()
-    return last
-
-
 def _newest_local_checkpoint(run_dir: str) -> Path | None:
     """The newest complete checkpoint of a run on local storage (Ray Train's and local mode's
     both live in the run directory). Preferred to the one Ray Train hands back: a worker
     killed hard can lose the checkpoint it reported within the controller's last poll,
     though its files are complete on disk. None for cloud storage (Ray's is used)."""
     return None if "://" in run_dir else latest_checkpoint(run_dir)
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(Path(path), ignore_errors=True)

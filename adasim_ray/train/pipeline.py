@@ -64,14 +64,12 @@ class PairFetcher:
     """``map_batches`` callable: positions of rank r's share -> anchor and partner views."""
 
     def __init__(
-        self, cfg: dict[str, Any], run_name: str, num_images: int, rank: int, world: int
+        self, cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int
     ) -> None:
-        from adasim_ray.config import config_from_dict
-
         # One torch thread: the fetch shares the node's cores with the training step, and an
         # idle OpenMP team spinning here would slow both (measured on 2 cores: 3x slower).
         torch.set_num_threads(1)
-        self.cfg = config_from_dict(cfg)
+        self.cfg = cfg
         self.source = open_train_source(self.cfg)
         self.views = make_views(self.cfg, self.source)
         self.num_images, self.rank, self.world = num_images, rank, world
@@ -153,8 +151,6 @@ def rank_dataset(
     Tasks rather than an actor pool: Ray Data builds an actor pool anew for every execution,
     i.e. every epoch (seconds each), while task processes and their opened source persist.
     """
-    from adasim_ray.configfile import to_dict
-
     per_rank = num_images // world
     blocks = max(1, -(-per_rank // batch_size))
     # In-memory blocks rather than ray.data.range: a read task needs a CPU, and the Train
@@ -166,7 +162,7 @@ def rank_dataset(
         fetch_pairs,
         fn_kwargs={
             "launch": launch,
-            "cfg": to_dict(cfg),
+            "cfg": cfg,
             "run_name": run_name,
             "num_images": num_images,
             "rank": rank,

@@ -14,15 +14,12 @@ the same checkpoint. A checkpoint whose key settings differ is refused unless fo
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
-from adasim_ray.configfile import to_dict
-from adasim_ray.engine import BootstrapConfig
 from adasim_ray.recipe import (
     build_backbone_for,
     labels_of,
@@ -30,6 +27,8 @@ from adasim_ray.recipe import (
     open_eval_sources,
     open_train_source,
 )
+from adasim_ray.resources.memory import bootstrap_memory
+from adasim_ray.resources.storage import check_storage
 from adasim_ray.train.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -40,7 +39,15 @@ from adasim_ray.train.checkpoint import (
 )
 from adasim_ray.train.faults import FAULT_ENV, parse_faults
 from adasim_ray.train.hooks import pin_ray_address
-from adasim_ray.train.rundir import CONFIG, SUMMARY, MetricsLog, dumps, join, write_text
+from adasim_ray.train.rundir import (
+    CONFIG,
+    SUMMARY,
+    MetricsLog,
+    dumps,
+    join,
+    require_run_dir,
+    write_text,
+)
 
 
 def new_run_name(cfg: PretrainConfig) -> str:
@@ -81,11 +88,7 @@ def init_ray(cfg: PretrainConfig) -> None:
 
 def resolve_resume(resume: str) -> tuple[str, str]:
     """(storage path, run name) of an existing run directory."""
-    run_dir = Path(resume).expanduser().resolve()
-    if not run_dir.is_dir():
-        raise ConfigError(f"--resume: run directory not found: {run_dir}")
-    if not (run_dir / CONFIG).is_file():
-        raise ConfigError(f"--resume: {run_dir} has no {CONFIG}: not a run directory")
+    run_dir = require_run_dir(Path(resume).expanduser().resolve(), "--resume", ConfigError)
     return str(run_dir.parent), run_dir.name
 
 
@@ -128,37 +131,11 @@ def check_eval_labels(cfg: PretrainConfig) -> None:
             )
 
 
-def check_storage(run_dir: str, need_bytes: int) -> None:
-    """Fail at start, in one line, when the run directory (a local path or a cloud URI) cannot
-    be written, or a local disk lacks room for two checkpoints (``need_bytes`` each), rather
-    than at the first save. The write test is ``launch.py check``'s storage probe."""
-    from adasim_ray.commands.check import probe_storage
-
-    try:
-        if "://" not in run_dir:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-        probe_storage(run_dir)
-    except Exception as err:  # pyarrow raises OSError, ArrowInvalid, ... with the reason
-        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
-        raise ConfigError(f"--output: cannot write the run directory {run_dir} ({reason})"
-                          ) from None
-    if "://" in run_dir:
-        return
-    free = shutil.disk_usage(run_dir).free
-    if free < 2 * need_bytes:
-        raise ConfigError(
-            f"--output: {run_dir} has {free / 2**20:.0f} MiB free, two checkpoints need "
-            f"{2 * need_bytes / 2**20:.0f} MiB"
-        )
-
-
 def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
                      num_params: int) -> int:
     """About what one checkpoint takes: student + teacher + AdamW's two moments (fp32), and
     every cache shard's rows, window and partners (the engine's layout, as ``launch.py
     check`` reports it)."""
-    from adasim_ray.commands.check import bootstrap_memory
-
     return 4 * 4 * num_params + bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
 
 
@@ -231,23 +208,14 @@ def pretrain(
     data_context = ray.data.DataContext.get_current()
     data_context.enable_progress_bars = False
     data_context.execution_options.preserve_order = True
-    bcfg = BootstrapConfig(
-        mode=cfg.adasim.mode,
-        tau=cfg.adasim.tau,
-        window=cfg.adasim.window,
-        topk=cfg.adasim.topk,
-        seed=cfg.seed,
-        oracle_p=cfg.adasim.oracle_p,
-        epochs=cfg.epochs,
-    )
     shards = create_shard_actors(
         run_name,
         num_images,
         feat_dim,
-        bcfg,
+        cfg.adasim,
         cfg.ray.cache_shards,
-        cache_dtype=cfg.adasim.cache_dtype,
-        sim_dtype=cfg.adasim.sim_dtype,
+        seed=cfg.seed,
+        epochs=cfg.epochs,
         labels=labels_of(source),
         num_cpus=cfg.ray.cache_shard_cpus,
         num_gpus=cfg.ray.cache_shard_gpus,
@@ -264,7 +232,7 @@ def pretrain(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "config": to_dict(cfg),
+            "config": cfg,
             "run_name": run_name,
             "run_dir": run_dir,
             "num_images": num_images,

@@ -7,13 +7,44 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
+from adasim_ray.errors import AdasimError, UserError
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether the local directory ``path`` is a run directory: it holds ``config.yaml``,
+    which a run writes first, before any Ray work (so even a run that failed at start-up,
+    or a sweep trial that never trained, is one and can be resumed)."""
+    return (Path(path) / CONFIG).is_file()
+
+
+def require_run_dir(
+    path: str | Path, what: str, error: type[AdasimError] = UserError
+) -> Path:
+    """``path`` as a Path when it is a run directory, else ``error`` in one line that starts
+    with ``what`` (the option or command it came from) and says which of the two is wrong:
+    no such directory, or a directory without ``config.yaml``.
+
+    Examples:
+        >>> require_run_dir("/nowhere", "--resume")
+        Traceback (most recent call last):
+        ...
+        adasim_ray.errors.UserError: --resume: run directory not found: /nowhere
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise error(f"{what}: run directory not found: {path}")
+    if not is_run_dir(path):
+        raise error(f"{what}: {path} has no {CONFIG}: not a run directory")
+    return path
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -22,8 +53,6 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _absolute(path: str) -> str:
-    from pathlib import Path
-
     return str(Path(path).expanduser().resolve())
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adasim_ray.configfile import flatten, read_yaml
+from adasim_ray.train.rundir import CONFIG, MetricsLog, is_run_dir
 
 #: (metrics.jsonl key, panel title), in the paper's order.
 PANELS = (
@@ -31,8 +32,6 @@ class RunCurves:
 
 def load_curves(run_dirs: list[str | Path]) -> list[RunCurves]:
     """The Fig. 3 series of each run; ValueError (one line) for a directory without metrics."""
-    from adasim_ray.train.rundir import MetricsLog
-
     runs, settings = [], []
     for run_dir in map(Path, run_dirs):
         if not (run_dir / "metrics.jsonl").is_file():
@@ -42,9 +41,10 @@ def load_curves(run_dirs: list[str | Path]) -> list[RunCurves]:
             key: [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) is not None]
             for key, _ in PANELS
         }
-        config = run_dir / "config.yaml"
         settings.append(
-            {".".join(k): v for k, v in flatten(read_yaml(config))} if config.is_file() else {}
+            {".".join(k): v for k, v in flatten(read_yaml(run_dir / CONFIG))}
+            if is_run_dir(run_dir)
+            else {}
         )
         runs.append(RunCurves(run_dir.name, run_dir, series))
     differing = [k for k in _LABEL_KEYS if len({str(s.get(k)) for s in settings}) > 1]

@@ -35,7 +35,7 @@ def test_stable_neighbours_drop_self_and_rank_by_eq11():
 def test_sharded_windows_give_the_same_neighbours():
     torch.manual_seed(0)
     feats = torch.randn(50, 8)
-    cfg = BootstrapConfig(mode="none", window=2, topk=4)
+    cfg = BootstrapConfig(mode="none", window=2, topk=4, cache_dtype="float32")
     one, three = Bootstrapper(50, 8, cfg), Bootstrapper(50, 8, cfg, shards=3)
     for _ in range(2):
         noisy = feats + 0.1 * torch.randn(50, 8)
@@ -82,7 +82,8 @@ def test_planted_cases_rank_at_the_top_with_exact_features(planted_digits):
     x = torch.from_numpy(pixels.reshape(len(source), -1) / 255.0)
     x = x - x.mean(dim=0)
     n = len(x)
-    boot = Bootstrapper(n, x.shape[1], BootstrapConfig(mode="none", window=3, topk=10))
+    boot = Bootstrapper(n, x.shape[1], BootstrapConfig(mode="none", window=3, topk=10,
+                                                       cache_dtype="float32"))
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         order = torch.randperm(n, generator=gen)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adasim_ray.data import DataError, DataSpec, open_source, parse_spec
+from adasim_ray.data import DataError, DataSpec, MnistSource, first_images, open_source, parse_spec
 
 
 def test_data_error_is_a_value_error() -> None:
@@ -80,3 +80,12 @@ def test_dispatch_names_sources(split_folder) -> None:
     source = open_source(f"folder:{split_folder.root}", "test")
     assert source.name == f"folder:{split_folder.root}:test"
     assert open_source("digits", "test").name == "digits:test"
+
+
+def test_only_digits_change_meaning_when_mirrored(split_folder) -> None:
+    folder = open_source(f"folder:{split_folder.root}", "train")
+    digits = open_source("digits", "train")
+    assert folder.mirror_invariant and not digits.mirror_invariant
+    assert not MnistSource.mirror_invariant  # read from the class: no need to load MNIST
+    assert not first_images(digits, 10).mirror_invariant  # a prefix keeps its source's
+    assert first_images(folder, 2).mirror_invariant

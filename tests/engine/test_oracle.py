@@ -20,8 +20,8 @@ def labels_of(n: int, classes: int, seed: int = 0) -> torch.Tensor:
 def plan(labels: torch.Tensor, epoch: int, epochs: int, p: float, seed: int = 0, shards: int = 1):
     """The oracle plan of ``epoch`` through the engine's shards (``epoch`` closed epochs)."""
     n = len(labels)
-    cfg = BootstrapConfig(mode="oracle", window=2, topk=2, seed=seed, oracle_p=p, epochs=epochs)
-    boot = Bootstrapper(n, 4, cfg, shards=shards, labels=labels)
+    cfg = BootstrapConfig(mode="oracle", window=2, topk=2, oracle_p=p, cache_dtype="float32")
+    boot = Bootstrapper(n, 4, cfg, shards=shards, labels=labels, seed=seed, epochs=epochs)
     stats = None
     for _ in range(epoch):
         stats = boot.end_epoch()
@@ -95,25 +95,30 @@ def test_unknown_labels_and_singleton_classes_keep_self():
 
 
 def test_no_labels_is_refused():
-    cfg = BootstrapConfig(mode="oracle", window=1, topk=2, epochs=3)
+    cfg = BootstrapConfig(mode="oracle", window=1, topk=2)
     with pytest.raises(ValueError, match="oracle.*labels"):
-        BootstrapShard(10, 0, 10, 4, cfg)
+        BootstrapShard(10, 0, 10, 4, cfg, epochs=3)
     window = NeighbourWindow(0, 10, window=1, topk=2)
     window.end_epoch()
     with pytest.raises(ValueError, match="oracle.*labels"):
         plan_window(window, cfg)
 
 
-@pytest.mark.parametrize(("field", "value"), [("oracle_p", -0.1), ("oracle_p", 1.5), ("epochs", 0)])
+@pytest.mark.parametrize(("field", "value"), [("oracle_p", -0.1), ("oracle_p", 1.5)])
 def test_bad_oracle_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         BootstrapConfig(mode="oracle", **{field: value}).validate()
 
 
+def test_a_run_of_no_epochs_is_refused():
+    with pytest.raises(ValueError, match="epochs"):
+        Bootstrapper(4, 2, BootstrapConfig(mode="oracle"), labels=torch.arange(4), epochs=0)
+
+
 def test_window_is_still_filled_for_the_metrics():
     labels = torch.tensor([0, 0, 1, 1])
-    cfg = BootstrapConfig(mode="oracle", window=1, topk=2, oracle_p=0.0, epochs=2)
-    boot = Bootstrapper(4, 2, cfg, labels=labels)
+    cfg = BootstrapConfig(mode="oracle", window=1, topk=2, oracle_p=0.0, cache_dtype="float32")
+    boot = Bootstrapper(4, 2, cfg, labels=labels, epochs=2)
     feats = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     boot.step(torch.arange(4), feats)
     boot.end_epoch()

@@ -106,8 +106,10 @@ CASES = [
 
 @pytest.mark.parametrize(("n", "d", "w", "k", "tau", "shards", "epochs", "batch", "lattice"), CASES)
 def test_engine_matches_reference(n, d, w, k, tau, shards, epochs, batch, lattice):
-    cfg = BootstrapConfig(mode="adasim", tau=tau, window=w, topk=k, seed=3)
-    engine = Bootstrapper(n, d, cfg, shards=shards, sim_dtype="float32")
+    seed = 3
+    cfg = BootstrapConfig(mode="adasim", tau=tau, window=w, topk=k, cache_dtype="float32",
+                          sim_dtype="float32")
+    engine = Bootstrapper(n, d, cfg, shards=shards, seed=seed)
     ref = ReferenceAdaSim(n, cfg)
     feats = make_features(n, d, epochs, seed=n + d, lattice=lattice)
     rng = np.random.default_rng(1)
@@ -142,7 +144,7 @@ def test_engine_matches_reference(n, d, w, k, tau, shards, epochs, batch, lattic
                 np.testing.assert_allclose(
                     scores[row, : len(want)].numpy(), [s for _, s in want], atol=1e-5
                 )
-        noise = gumbel_noise(cfg.seed, epoch + 1, 0, n, k).numpy()
+        noise = gumbel_noise(seed, epoch + 1, 0, n, k).numpy()
         assert engine.partner_plan().tolist() == ref.plan(noise), f"plan after epoch {epoch}"
         bootstrapped += int((engine.partner_plan() != torch.arange(n)).sum())
     assert saw_self_in_topk, "images never met their own stale entry"
@@ -158,8 +160,8 @@ def test_shard_count_does_not_change_anything():
     feats = make_features(n, d, 4, seed=7, lattice=True)
     plans = []
     for shards in (1, 2, 3, 7):
-        cfg = BootstrapConfig(mode="adasim", tau=0.3, window=2, topk=4, seed=11)
-        engine = Bootstrapper(n, d, cfg, shards=shards)
+        cfg = BootstrapConfig(mode="adasim", tau=0.3, window=2, topk=4, cache_dtype="float32")
+        engine = Bootstrapper(n, d, cfg, shards=shards, seed=11)
         order_rng = np.random.default_rng(0)
         history = []
         for epoch in range(4):
@@ -178,8 +180,9 @@ def test_shard_count_does_not_change_anything():
 
 def test_nn_mode_is_top1_excluding_self():
     n, d = 15, 4
-    cfg = BootstrapConfig(mode="nn", tau=0.2, window=3, topk=3)
-    engine = Bootstrapper(n, d, cfg, shards=2, sim_dtype="float32")
+    cfg = BootstrapConfig(mode="nn", tau=0.2, window=3, topk=3, cache_dtype="float32",
+                          sim_dtype="float32")
+    engine = Bootstrapper(n, d, cfg, shards=2)
     ref = ReferenceAdaSim(n, cfg)
     feats = make_features(n, d, 3, seed=2, lattice=False)
     for epoch in range(3):
@@ -200,8 +203,8 @@ def test_plain_baseline_and_tau_zero_never_bootstrap():
     n, d = 30, 6
     feats = make_features(n, d, 5, seed=5, lattice=True)
     for cfg in (
-        BootstrapConfig(mode="none", tau=0.5, window=1, topk=4),
-        BootstrapConfig(mode="adasim", tau=0.0, window=1, topk=4),
+        BootstrapConfig(mode="none", tau=0.5, window=1, topk=4, cache_dtype="float32"),
+        BootstrapConfig(mode="adasim", tau=0.0, window=1, topk=4, cache_dtype="float32"),
     ):
         engine = Bootstrapper(n, d, cfg, shards=2)
         for epoch in range(5):
@@ -214,7 +217,8 @@ def test_plain_baseline_and_tau_zero_never_bootstrap():
 def test_bootstrapping_happens_with_positive_tau():
     n, d = 30, 6
     feats = make_features(n, d, 4, seed=5, lattice=True)  # many ties with self
-    engine = Bootstrapper(n, d, BootstrapConfig(mode="adasim", tau=1.0, window=1, topk=4))
+    cfg = BootstrapConfig(mode="adasim", tau=1.0, window=1, topk=4, cache_dtype="float32")
+    engine = Bootstrapper(n, d, cfg)
     for epoch in range(4):
         engine.step(torch.arange(n), torch.from_numpy(feats[epoch]))
         metrics = engine.end_epoch()

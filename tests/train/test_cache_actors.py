@@ -15,7 +15,8 @@ def test_sharded_actors_match_the_engine(ray_session):
     from adasim_ray.train.cache_actor import ShardedCache, create_shard_actors
 
     n, d, epochs = 90, 8, 3
-    cfg = BootstrapConfig(mode="adasim", tau=0.5, window=1, topk=4, seed=5)
+    cfg = BootstrapConfig(mode="adasim", tau=0.5, window=1, topk=4, cache_dtype="float32",
+                          sim_dtype="float32")
     rng = np.random.default_rng(0)
     base = rng.normal(size=(n, d))
     labels = rng.integers(0, 3, size=n)
@@ -27,8 +28,8 @@ def test_sharded_actors_match_the_engine(ray_session):
             d,
             cfg,
             shards,
-            cache_dtype="float32",
-            sim_dtype="float32",
+            seed=5,
+            epochs=epochs,
             labels=labels,
         )
         cache = ShardedCache(handles, cfg.topk, max_in_flight=2)
@@ -51,7 +52,8 @@ def test_sharded_actors_match_the_engine(ray_session):
     assert (plans[0][-1] != np.arange(n)).any(), "the test was meant to bootstrap"
 
     # and both equal the in-process engine fed the same batches
-    engine = Bootstrapper(n, d, cfg, shards=1, sim_dtype="float32", labels=torch.from_numpy(labels))
+    engine = Bootstrapper(n, d, cfg, shards=1, seed=5, epochs=epochs,
+                          labels=torch.from_numpy(labels))
     for epoch in range(epochs):
         order = np.random.default_rng(epoch).permutation(n)
         for lo in range(0, n, 16):

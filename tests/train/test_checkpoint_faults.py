@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from adasim_ray.config import ConfigError, load_config
+from adasim_ray.resources.storage import check_storage
 from adasim_ray.train.checkpoint import (
     MODEL,
     CheckpointError,
@@ -22,7 +23,7 @@ from adasim_ray.train.checkpoint import (
     write_checkpoint,
 )
 from adasim_ray.train.faults import Fault, FaultInjector, fired, parse_faults
-from adasim_ray.train.run import check_storage, checkpoint_bytes, pretrain
+from adasim_ray.train.run import checkpoint_bytes, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,9 +137,9 @@ def test_a_bad_fault_spec_stops_the_cli_before_ray(tmp_path, capsys, monkeypatch
 
 def test_a_fault_fires_once_per_run(tmp_path):
     injector = FaultInjector([Fault("kill_driver", 3)], str(tmp_path), driver_pid=None)
-    injector.at_step(2, [])
+    injector.at_step(2)
     assert fired(tmp_path) == []
-    injector.at_step(3, [])
-    injector.at_step(3, [])  # a restarted worker reaching step 3 again
+    injector.at_step(3)
+    injector.at_step(3)  # a restarted worker reaching step 3 again
     assert [(f["fault"], f["at"], f["pid"]) for f in fired(tmp_path)] == [
         ("kill_driver", 3, os.getpid())]

@@ -84,7 +84,7 @@ def test_supports_over_window_shards_equal_one_window_in_query_order():
 def test_neighbours_picture_of_a_run_directory(tmp_path, capsys):
     n = len(open_source("digits", "train"))
     shard = BootstrapShard(n, 0, n, 16, BootstrapConfig(mode="adasim", tau=0.2, window=2,
-                                                        topk=4, seed=0))
+                                                        topk=4, cache_dtype="float32"))
     gen = torch.Generator().manual_seed(0)
     base = torch.randn(n, 16, generator=gen)
     for _ in range(2):

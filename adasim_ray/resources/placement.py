@@ -1,0 +1,143 @@
+"""What a run asks Ray for, as resource bundles, and whether they fit a cluster's nodes.
+
+One list of bundles (:func:`run_bundles`) is the answer for ``launch.py check`` (placed
+first-fit on the nodes, :func:`place`) and for a sweep (its totals are what one trial
+reserves, ``adasim_ray.sweep.tuner.trial_resources``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Slack for sums of fractional resources (0.25 GPU x 4 must fit 1 GPU).
+_EPS = 1e-9
+
+
+@dataclass
+class Node:
+    """Free resources of one node while the run's bundles are being placed."""
+
+    name: str
+    cpus: float
+    gpus: float
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One resource request of the run: a Train worker, a cache shard actor, a fetch task."""
+
+    what: str
+    cpus: float
+    gpus: float
+
+
+def run_bundles(cfg: Any) -> list[Bundle]:
+    """What ``adasim_ray.train.run.pretrain`` asks Ray for, in the order it asks: the cache
+    shard actors first, then the Train workers, then the Ray Data fetch tasks of every rank.
+
+    With ``ray.num_workers=0`` the training loop runs in the driver process (or in a sweep
+    trial's function, which reserves no CPU), outside any Ray reservation; it still keeps
+    ``ray.cpus_per_worker`` CPUs (and the GPU, with ``ray.use_gpu``) of its machine busy, so
+    it is counted as one bundle of a worker's size.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> ray = SimpleNamespace(cache_shards=1, cache_shard_cpus=0.0, cache_shard_gpus=0.0,
+        ...     num_workers=0, cpus_per_worker=2.0, use_gpu=False, fetch_actors=1,
+        ...     fetch_cpus=0.5)
+        >>> [b.what for b in run_bundles(SimpleNamespace(ray=ray))]
+        ['cache shard', 'training loop (driver)', 'fetch task']
+    """
+    r = cfg.ray
+    gpus = 1.0 if r.use_gpu else 0.0
+    bundles = [Bundle("cache shard", r.cache_shard_cpus, r.cache_shard_gpus)] * r.cache_shards
+    if r.num_workers == 0:
+        bundles.append(Bundle("training loop (driver)", r.cpus_per_worker, gpus))
+    bundles += [Bundle("Train worker", r.cpus_per_worker, gpus)] * r.num_workers
+    bundles += [Bundle("fetch task", r.fetch_cpus, 0.0)] * (max(r.num_workers, 1) * r.fetch_actors)
+    return bundles
+
+
+def place(nodes: list[Node], bundles: list[Bundle]) -> list[Bundle]:
+    """First-fit placement of ``bundles`` on copies of ``nodes``; returns those that fit
+    nowhere (empty: the run fits)."""
+    free = [Node(n.name, n.cpus, n.gpus) for n in nodes]
+    unplaced = []
+    for b in bundles:
+        for node in free:
+            if node.cpus + _EPS >= b.cpus and node.gpus + _EPS >= b.gpus:
+                node.cpus -= b.cpus
+                node.gpus -= b.gpus
+                break
+        else:
+            unplaced.append(b)
+    return unplaced
+
+
+def counted(bundles: list[Bundle]) -> str:
+    """The bundles grouped, for one line: ``2 Train workers x (4 CPU + 1 GPU), ...``."""
+    counts: dict[Bundle, int] = {}
+    for b in bundles:
+        counts[b] = counts.get(b, 0) + 1
+    parts = []
+    for b, n in counts.items():
+        gpus = f" + {b.gpus:g} GPU" if b.gpus else ""
+        parts.append(f"{n} {b.what}{'s' if n > 1 else ''} x ({b.cpus:g} CPU{gpus})")
+    return ", ".join(parts) or "nothing"
+
+
+def totals(items: list[Node] | list[Bundle]) -> tuple[float, float]:
+    """(CPUs, GPUs) of nodes or bundles, summed."""
+    return sum(i.cpus for i in items), sum(i.gpus for i in items)
+
+
+def check_fit(nodes: list[Node], bundles: list[Bundle], where: str) -> dict[str, Any]:
+    """The verdict of placing ``bundles`` on ``nodes`` (called ``where``), as JSON-ready
+    figures: what is available, what is needed, and what is left over."""
+    unplaced = place(nodes, bundles)
+    cpus, gpus = totals(nodes)
+    need_cpus, need_gpus = totals(bundles)
+    return {
+        "where": where,
+        "nodes": [asdict(n) for n in nodes],
+        "available": {"CPU": cpus, "GPU": gpus},
+        "needed": {"CPU": need_cpus, "GPU": need_gpus},
+        "fits": not unplaced,
+        "unplaced": counted(unplaced) if unplaced else None,
+    }
+
+
+def local_nodes() -> list[Node]:
+    """This machine, as a local Ray started by ``launch.py pretrain`` would see it."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:
+        gpus = 0
+    return [Node("this machine", float(cpus or 1), float(gpus))]
+
+
+def ray_nodes(address: str) -> list[Node]:
+    """The alive nodes of a running Ray cluster and their total resources."""
+    import ray
+
+    joined = not ray.is_initialized()
+    if joined:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        return [
+            Node(
+                n.get("NodeName") or n["NodeManagerAddress"],
+                float(n["Resources"].get("CPU", 0)),
+                float(n["Resources"].get("GPU", 0)),
+            )
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
+    finally:
+        if joined:
+            ray.shutdown()

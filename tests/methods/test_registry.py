@@ -1,0 +1,137 @@
+"""The method registry: a method is one module that registers itself; config and recipe name
+none. Proved with a small dummy method that trains one local-mode epoch through the Ray layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adasim_ray.config import ConfigError, config_from_dict, dump_config, load_config
+from adasim_ray.configfile import read_yaml
+from adasim_ray.methods import METHODS, StepOutput, method_spec, register_method
+
+
+@dataclass(frozen=True)
+class DummyConfig:
+    """The section ``dummy:``: a projector width and a learning rate."""
+
+    proj_dim: int = 16
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+
+
+class Dummy(nn.Module):
+    """Pulls the projections of the two views together (no collapse prevention: a test)."""
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, *, epochs: int,
+                 iters_per_epoch: int, batch_size: int, config: DummyConfig) -> None:
+        super().__init__()
+        self.config, self.feat_dim = config, feat_dim
+        self.iters_per_epoch, self.total_iters = iters_per_epoch, epochs * iters_per_epoch
+        self.backbone = backbone
+        self.projector = nn.Linear(feat_dim, config.proj_dim)
+        self.steps_taken = 0
+
+    def forward(self, anchor: torch.Tensor, partner: torch.Tensor, it: int) -> StepOutput:
+        feature = self.backbone(anchor)
+        z0, z1 = self.projector(feature), self.projector(self.backbone(partner))
+        loss = F.mse_loss(z0, z1.detach())
+        return StepOutput(loss, feature.detach().float(), {"loss": float(loss.detach())})
+
+    def step(self, anchor: torch.Tensor, partner: torch.Tensor, it: int) -> StepOutput:
+        return self(anchor, partner, it)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.config.lr)
+
+    def apply_schedules(self, optimizer: torch.optim.Optimizer, it: int) -> None:
+        pass
+
+    def prepare_gradients(self, it: int) -> None:
+        pass
+
+    def after_step(self, it: int) -> None:
+        self.steps_taken += 1
+
+    def eval_backbone(self) -> nn.Module:
+        return self.backbone
+
+
+@pytest.fixture
+def dummy_method():
+    """``dummy`` registered for one test, then removed again.
+
+    A method in ``adasim_ray/methods/`` is importable in every Ray process; this test module
+    is not (pytest imports it by file path), so Ray's pickler sends its classes by value."""
+    from ray import cloudpickle
+
+    module = sys.modules[__name__]
+    register_method("dummy", DummyConfig)(Dummy)
+    cloudpickle.register_pickle_by_value(module)
+    yield Dummy
+    cloudpickle.unregister_pickle_by_value(module)
+    METHODS.pop("dummy")
+
+
+def test_builtin_methods_are_registered():
+    assert {"dino", "simsiam"} <= set(METHODS)
+    assert method_spec("dino").config.__name__ == "DINOConfig"
+    with pytest.raises(ValueError, match="unknown method 'byol'"):
+        method_spec("byol")
+
+
+def test_a_name_cannot_be_taken_twice(dummy_method):
+    class Other(Dummy):
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("dummy", DummyConfig)(Other)
+    register_method("dummy", DummyConfig)(Dummy)  # the same class again: a re-import
+
+
+def test_a_registered_method_gets_its_config_section(dummy_method, tmp_path):
+    cfg = load_config(None, ["method=dummy", "dummy.proj_dim=8"])
+    assert cfg.method_config == DummyConfig(proj_dim=8)
+    assert cfg.dino == config_from_dict({}).dino  # the other sections stay
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(cfg))
+    assert read_yaml(path)["dummy"] == {"proj_dim": 8, "lr": 0.01}
+    assert load_config(path) == cfg
+    with pytest.raises(ConfigError, match=r"dummy\.lr: must be > 0"):
+        load_config(None, ["method=dummy", "dummy.lr=0"])
+    with pytest.raises(ConfigError, match="dummy.proj_dimm: unknown config key"):
+        load_config(None, ["dummy.proj_dimm=3"])
+
+
+def test_unregistered_method_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^method: must be one of \['dino', 'simsiam'"):
+        load_config(None, ["method=dummy"])
+    with pytest.raises(ConfigError, match="dummy: unknown config key"):
+        load_config(None, ["dummy.lr=0.1"])
+
+
+@pytest.mark.ray
+def test_dummy_method_trains_one_local_mode_epoch(ray_session, dummy_method, tmp_path):
+    from adasim_ray.train.run import pretrain
+
+    cfg = load_config(None, [
+        "method=dummy", "data=digits", "limit_images=128", "backbone=cnn_tiny_cpu",
+        "epochs=1", "batch_size=32", "adasim.topk=2", "eval.max_train=200",
+        "eval.max_test=60", "eval.linear=false", "eval.fewshot=false", "ray.num_workers=0",
+    ])
+    summary = pretrain(cfg, str(tmp_path), log_every=1000)
+    final = summary["final"]
+    assert summary["epochs"] == 1 and final["epoch"] == 1
+    assert final["loss"] == final["loss"] and final["loss"] >= 0  # a real number
+    assert 0.0 <= final["knn_top1"] <= 1.0
+    stored = read_yaml(f"{summary['run_dir']}/config.yaml")
+    assert stored["method"] == "dummy" and stored["dummy"] == dataclasses.asdict(DummyConfig())

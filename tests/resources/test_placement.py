@@ -1,0 +1,55 @@
+"""The bundles a run asks Ray for: one list, for `launch.py check` and for a sweep's trials."""
+
+from __future__ import annotations
+
+import pytest
+
+from adasim_ray.config import load_config
+from adasim_ray.presets import default_config_path
+from adasim_ray.resources.placement import Bundle, Node, check_fit, place, run_bundles, totals
+from adasim_ray.sweep.tuner import trial_resources
+
+CASES = [
+    [],
+    ["ray.num_workers=0"],
+    ["ray.num_workers=0", "ray.use_gpu=true", "ray.fetch_cpus=0.5"],
+    ["ray.num_workers=4", "ray.use_gpu=true", "ray.cache_shards=2", "ray.cache_shard_gpus=0.5",
+     "ray.cache_shard_cpus=1", "ray.fetch_cpus=0.25", "batch_size=64"],
+]
+
+
+def _cfg(sets: list[str]):
+    return load_config(default_config_path(), sets)
+
+
+def test_a_loop_in_the_driver_is_counted_as_one_worker():
+    bundles = run_bundles(_cfg(["ray.num_workers=0", "ray.cpus_per_worker=3"]))
+    loops = [b for b in bundles if b.what == "training loop (driver)"]
+    assert loops == [Bundle("training loop (driver)", 3.0, 0.0)]
+    assert not any(b.what == "Train worker" for b in bundles)
+    with_workers = run_bundles(_cfg(["ray.num_workers=2", "batch_size=64"]))
+    assert not any(b.what == "training loop (driver)" for b in with_workers)
+    assert sum(b.what == "Train worker" for b in with_workers) == 2
+
+
+@pytest.mark.parametrize("sets", CASES, ids=lambda s: " ".join(s) or "demo")
+def test_a_trial_reserves_what_check_places(sets):
+    cfg = _cfg(sets)
+    cpus, gpus = totals(run_bundles(cfg))
+    assert trial_resources(cfg) == {"CPU": cpus, "GPU": gpus}
+
+
+def test_trial_resources_with_the_loop_in_the_driver():
+    # 2 CPUs for the loop (the demo's cpus_per_worker) + 2 fetch tasks x 0.5 CPU; its GPU.
+    cfg = _cfg(["ray.num_workers=0", "ray.use_gpu=true", "ray.fetch_cpus=0.5"])
+    assert trial_resources(cfg) == {"CPU": 3.0, "GPU": 1.0}
+
+
+def test_first_fit_placement_with_fractional_gpus():
+    nodes = [Node("a", 4.0, 1.0)]
+    shards = [Bundle("cache shard", 0.0, 0.25)] * 4
+    assert place(nodes, shards) == []
+    assert place(nodes, [*shards, Bundle("cache shard", 0.0, 0.25)]) == [shards[0]]
+    fit = check_fit(nodes, [*shards, Bundle("Train worker", 8.0, 0.0)], "a")
+    assert not fit["fits"] and fit["unplaced"] == "1 Train worker x (8 CPU)"
+    assert fit["needed"] == {"CPU": 8.0, "GPU": 1.0} and fit["available"] == {"CPU": 4, "GPU": 1}
