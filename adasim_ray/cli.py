@@ -1,10 +1,14 @@
-"""``launch.py``: the command line of adasim-ray.
+"""``launch.py`` (installed as ``adasim-ray``): the command line of adasim-ray.
 
     launch.py pretrain [--config YAML] [--data SPEC] [--epochs N] [--output DIR]
                        [--set key=value ...] [--resume RUN_DIR [--force]]
     launch.py eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC [--json]
     launch.py prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
-    launch.py audit RUN_DIR [--top N] [--sheet N] [--features cache|model] [--output DIR]
+    launch.py check | sweep | report | audit | visualize ...   (see each one's --help)
+
+This module only parses. The work of each sub-command is a function of a module of
+``adasim_ray/commands/``, named here as ``module:function`` and imported when that command
+runs: ``--help`` and a mistyped option answer without loading torch or Ray.
 
 Every bad input ends in one line on stderr naming the problem, and exit code 2.
 """
@@ -13,182 +17,40 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from adasim_ray.augmentations import GlobalViews
-from adasim_ray.backbones import build_backbone
-from adasim_ray.commands.args import (
-    add_config_and_data,
-    add_set_argument,
-    config_overrides,
-    config_path,
-)
-from adasim_ray.config import config_from_dict, load_config
-from adasim_ray.configfile import read_yaml
-from adasim_ray.data import convert_folder_to_parquet, first_images, open_source
+from adasim_ray.commands.args import add_config_and_data, add_set_argument
 from adasim_ray.errors import AdasimError, UserError
-from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 from adasim_ray.presets import default_config_path
-from adasim_ray.recipe import (
-    build_backbone_for,
-    build_model,
-    make_views,
-    open_eval_sources,
-    open_train_source,
-)
-from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
-from adasim_ray.train.run import pretrain
-from adasim_ray.train.rundir import CONFIG, is_run_dir
+from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG
 
 __all__ = ["UserError", "build_parser", "default_config_path", "main"]
-
-# Further sub-commands live in their own modules; each has `register(subparsers)`, which adds
-# its parser and sets `func` (a function of the parsed arguments returning the exit code).
-COMMAND_MODULES: list[str] = [
-    "adasim_ray.commands.audit",
-    "adasim_ray.commands.check",
-    "adasim_ray.commands.sweep",
-    "adasim_ray.commands.visualize",
-]
-
-
-def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
-    sets = config_overrides(args)
-    if args.epochs is not None:
-        sets.append(f"epochs={args.epochs}")
-    return sets
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    if args.resume is not None:
-        # The run's own config, which --set, --data and --epochs may change (a changed key
-        # setting is refused against the checkpoint, unless --force).
-        if not is_run_dir(args.resume):
-            raise UserError(f"--resume: {args.resume} is not a run directory (no {CONFIG})")
-        cfg = load_config(Path(args.resume) / CONFIG, _pretrain_overrides(args))
-    else:
-        cfg = load_config(config_path(args), _pretrain_overrides(args))
-    summary = pretrain(cfg, args.output, resume=args.resume, force=args.force)
-    final = summary["final"]
-    print(f"[adasim] run directory: {summary['run_dir']}")
-    print(f"[adasim] k-NN top-1 (learned features): {_fmt(final.get('knn_top1'))}")
-    if args.baselines:
-        rows = _baselines(cfg)
-        rows.insert(0, ("learned (this run)", final.get("knn_top1"), final.get("linear_top1")))
-        print(_table(rows, cfg))
-    if args.json:
-        print(json.dumps(summary))
-    return 0
-
-
-def _baselines(cfg: Any) -> list[tuple[str, float | None, float | None]]:
-    """(name, k-NN top-1, linear top-1) of the same network at random init and of raw
-    pixels, on the same split as the run's final evaluation."""
-    import torch
-
-    sources = open_eval_sources(cfg)
-    views = make_views(cfg, open_train_source(cfg))
-    torch.manual_seed(cfg.seed)
-    backbone, _ = build_backbone_for(cfg, views)
-    protocol = {"linear": cfg.eval.linear, "fewshot": False, "seed": cfg.seed,
-                "k": cfg.eval.knn_k, "T": cfg.eval.knn_temperature}
-    random_init = evaluate_backbone(backbone, sources[0], sources[1], views.eval_transform,
-                                    **protocol)
-    raw = evaluate_raw_pixels(sources[0], sources[1], **protocol)
-    return [
-        ("same network, random init", random_init["knn_top1"], random_init.get("linear_top1")),
-        ("raw pixels", raw["knn_top1"], raw.get("linear_top1")),
-    ]
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def _table(rows: list[tuple[str, float | None, float | None]], cfg: Any) -> str:
-    width = max(len(name) for name, _, _ in rows)
-    spec = cfg.eval_data or cfg.data
-    lines = [
-        f"top-1 on {spec} test split ({cfg.eval.max_test} images; memory / probe training: "
-        f"{cfg.eval.max_train} train images)",
-        f"{'':<{width}}  k-NN (k={cfg.eval.knn_k})  linear",
-        "-" * (width + 24),
-    ]
-    lines += [f"{name:<{width}}  {_fmt(knn):<12}  {_fmt(linear)}" for name, knn, linear in rows]
-    return "\n".join(lines)
-
-
-def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
-    """(eval backbone, its run config) of a run directory or one checkpoint directory."""
-    ckpt = Path(path)
-    if not ckpt.exists():
-        raise UserError(f"--checkpoint: {path} does not exist")
-    if not (ckpt / "model.pt").is_file():
-        found = latest_checkpoint(ckpt)
-        if found is None:
-            raise UserError(f"--checkpoint: no complete checkpoint in {path}")
-        ckpt = found
-    if not is_run_dir(ckpt.parent):
-        raise UserError(f"--checkpoint: {ckpt.parent} has no {CONFIG} (not a run directory)")
-    cfg = config_from_dict(read_yaml(ckpt.parent / CONFIG))
-    meta, state, _ = read_checkpoint(ckpt)
-    views = views_for(cfg)
-    model = build_model(cfg, views, int(meta["settings"]["num_images"]))
-    model.load_state_dict(state["model"])
-    return model.eval_backbone(), cfg
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    train = first_images(open_source(args.data, "train"), args.max_train)
-    test = first_images(open_source(args.data, "test"), args.max_test)
-    protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed}
-    if args.raw_pixels:
-        what = "raw pixels"
-        result = evaluate_raw_pixels(train, test, size=train.native_size or 224, **protocol)
-    else:
-        if args.checkpoint:
-            backbone, cfg = _checkpoint_backbone(args.checkpoint, lambda c: make_views(c, train))
-            views = make_views(cfg, train)
-            what = f"checkpoint {args.checkpoint}"
-        else:
-            views = GlobalViews.for_source(train)
-            backbone, _ = build_backbone(
-                args.random_init, image_size=views.size, in_chans=views.channels
-            )
-            what = f"{args.random_init} at random init"
-        result = evaluate_backbone(backbone, train, test, views.eval_transform, **protocol)
-    result["features"] = what
-    result["data"] = args.data
-    print(f"{what} on {args.data}: n_train={result['n_train']} n_test={result['n_test']}")
-    for key in ("knn_top1", "knn_top5", "linear_top1"):
-        print(f"  {key}: {_fmt(result.get(key))}")
-    if result.get("fewshot_mean") is not None:
-        print(
-            f"  fewshot 5-way 5-shot: {result['fewshot_mean']:.4f} +- {result['fewshot_ci95']:.4f}"
-        )
-    if args.json:
-        print(json.dumps(result))
-    return 0
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    summary = convert_folder_to_parquet(
-        args.folder,
-        args.out_dir,
-        rows_per_shard=args.rows_per_shard,
-        skip_corrupt=args.skip_corrupt,
-    )
-    print(json.dumps(summary))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_pretrain, _add_eval, _add_prepare, _add_audit, _add_check, _add_sweep,
+                _add_visualize):
+        add(sub)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, _, function = args.handler.partition(":")
+    try:
+        return int(getattr(importlib.import_module(module), function)(args))
+    except AdasimError as err:  # UserError, ConfigError, DataError, CheckpointError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with `launch.py pretrain --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+def _add_pretrain(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="pretrain with Ray Train (default: the MNIST demo)")
     add_config_and_data(p)
     p.add_argument("--epochs", type=int, help="number of epochs")
@@ -206,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print the k-NN of the random-init network and of raw pixels",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON last")
-    p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(handler="adasim_ray.commands.pretrain:cmd_pretrain")
 
+
+def _add_eval(sub: Any) -> None:
     e = sub.add_parser("eval", help="k-NN, linear probe and few-shot evaluation")
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="a run directory or checkpoint directory")
@@ -220,27 +84,115 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="last line: one JSON object")
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(handler="adasim_ray.commands.evaluate:cmd_eval")
 
+
+def _add_prepare(sub: Any) -> None:
     r = sub.add_parser("prepare", help="convert an image folder to Parquet shards")
     r.add_argument("folder", help="image folder (class sub-folders; train/ and test/ or one split)")
     r.add_argument("out_dir", help="output directory (must be empty or absent)")
     r.add_argument("--rows-per-shard", type=int, default=1000)
     r.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
-    r.set_defaults(func=cmd_prepare)
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
+    r.set_defaults(handler="adasim_ray.commands.prepare:cmd_prepare")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except AdasimError as err:  # UserError, ConfigError, DataError, CheckpointError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: resume with `launch.py pretrain --resume RUN_DIR`", file=sys.stderr)
-        return 130
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate a config, its data, storage and cluster resources, without training",
+        description="Check a run before it starts: the config, the data set and its size N, "
+        "the memory of the cache and the window per shard, the cluster's resources and the "
+        "storage. Exit code 0 when all is well, 2 with one `error:` line per problem.",
+    )
+    add_config_and_data(p)
+    add_set_argument(p, "ray.num_workers=8")
+    p.add_argument(
+        "--output",
+        default="runs",
+        help="where run directories go when ray.storage_path is unset (default: runs)",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="CLUSTER_YAML",
+        help="judge the resources against this `ray up` YAML at its max_workers "
+        f"(default: {BOOTSTRAP_CONFIG} when it exists, i.e. on a `ray up` head node)",
+    )
+    p.add_argument("--json", action="store_true", help="print every figure as JSON last")
+    p.set_defaults(handler="adasim_ray.commands.check:run_check")
+
+
+def _add_sweep(sub: Any) -> None:
+    s = sub.add_parser(
+        "sweep",
+        help="Ray Tune sweep (grid or Optuna, optional ASHA) of pretraining runs",
+        description="Ray Tune sweeps of tau, w, K (Table 4): each trial a full Ray "
+        "pretraining run, the table in SWEEP_DIR/results.md.",
+    )
+    s.add_argument("--config", help="sweep YAML (e.g. experiments/mnist_ablation.yaml)")
+    s.add_argument("--output", default="sweeps", help="where sweep directories go (sweeps)")
+    s.add_argument("--max-trials", type=int, help="run at most this many trials")
+    add_set_argument(s, "epochs=2", what="a field of the base pretraining config")
+    s.add_argument("--resume", metavar="SWEEP_DIR", help="restore an interrupted sweep")
+    s.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
+    s.set_defaults(handler="adasim_ray.commands.sweep:cmd_sweep")
+
+    r = sub.add_parser("report", help="the results table of a sweep directory")
+    r.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    r.set_defaults(handler="adasim_ray.commands.sweep:cmd_report")
+
+
+def _add_audit(sub: Any) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="rank likely label errors and duplicates from a run's final window and cache",
+        description=(
+            "Read RUN_DIR's latest checkpoint (cache and neighbour window) and write "
+            "label_suspects.csv/.png (images whose stable neighbours carry another label) and "
+            "duplicates.csv/.png (pairs with near-identical cached features). Works best on a "
+            "run whose features are good (long runs, a window of several epochs, K >= 5)."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
+    p.add_argument("--top", type=int, default=50, help="rows per CSV file (default 50)")
+    p.add_argument(
+        "--sheet", type=int, default=16, help="cases drawn per PNG contact sheet (default 16)"
+    )
+    p.add_argument(
+        "--features",
+        choices=("cache", "model"),
+        default="cache",
+        help="cache: the run's final window and cache (the paper's Appendix F, default); "
+        "model: exact features of the un-augmented images by the final network and exact "
+        "neighbours (finds exact duplicates even when the features are weak; O(N^2 d), use a "
+        "GPU for ImageNet)",
+    )
+    p.add_argument("--output", help="where to write (default: RUN_DIR/audit)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    p.set_defaults(handler="adasim_ray.commands.audit:cmd_audit")
+
+
+def _add_visualize(sub: Any) -> None:
+    p = sub.add_parser(
+        "visualize",
+        help="draw the paper's Fig. 3 curves or Fig. 1 supports from run directories",
+    )
+    kinds = p.add_subparsers(dest="picture", required=True, metavar="PICTURE")
+    m = kinds.add_parser(
+        "metrics",
+        help="Fig. 3: bootstrapping ratio, NN and 2-NN top-1, k-NN over epochs, a line per run",
+    )
+    m.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    m.add_argument("--output", required=True, help="PNG file to write")
+    m.add_argument("--title", help="figure title")
+    m.set_defaults(handler="adasim_ray.commands.visualize:cmd_metrics")
+    n = kinds.add_parser(
+        "neighbours",
+        help="Fig. 1: query images, their support and each member's sampling probability",
+    )
+    n.add_argument("run_dir", metavar="RUN_DIR")
+    n.add_argument("--output", required=True, help="PNG file to write")
+    n.add_argument("--queries", type=int, default=6,
+                   help="queries drawn, those most likely to get another image (default 6)")
+    n.add_argument("--ids", help="comma-separated image ids to draw instead")
+    n.set_defaults(handler="adasim_ray.commands.visualize:cmd_neighbours")

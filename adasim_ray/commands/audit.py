@@ -9,42 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from adasim_ray.audit.report import audit_run, load_run_state
-from adasim_ray.commands import open_finished_run
+from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
 from adasim_ray.recipe import open_train_source
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "audit",
-        help="rank likely label errors and duplicates from a run's final window and cache",
-        description=(
-            "Read RUN_DIR's latest checkpoint (cache and neighbour window) and write "
-            "label_suspects.csv/.png (images whose stable neighbours carry another label) and "
-            "duplicates.csv/.png (pairs with near-identical cached features). Works best on a "
-            "run whose features are good (long runs, a window of several epochs, K >= 5)."
-        ),
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
-    p.add_argument("--top", type=int, default=50, help="rows per CSV file (default 50)")
-    p.add_argument(
-        "--sheet", type=int, default=16, help="cases drawn per PNG contact sheet (default 16)"
-    )
-    p.add_argument(
-        "--features",
-        choices=("cache", "model"),
-        default="cache",
-        help="cache: the run's final window and cache (the paper's Appendix F, default); "
-        "model: exact features of the un-augmented images by the final network and exact "
-        "neighbours (finds exact duplicates even when the features are weak; O(N^2 d), use a "
-        "GPU for ImageNet)",
-    )
-    p.add_argument("--output", help="where to write (default: RUN_DIR/audit)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON last")
-    p.set_defaults(func=cmd_audit)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from adasim_ray.commands.args import (
-    add_config_and_data,
-    add_set_argument,
     config_overrides,
     config_path,
 )
@@ -51,31 +49,6 @@ from adasim_ray.resources.placement import (
     run_bundles,
 )
 from adasim_ray.resources.storage import probe_storage
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "check",
-        help="validate a config, its data, storage and cluster resources, without training",
-        description="Check a run before it starts: the config, the data set and its size N, "
-        "the memory of the cache and the window per shard, the cluster's resources and the "
-        "storage. Exit code 0 when all is well, 2 with one `error:` line per problem.",
-    )
-    add_config_and_data(p)
-    add_set_argument(p, "ray.num_workers=8")
-    p.add_argument(
-        "--output",
-        default="runs",
-        help="where run directories go when ray.storage_path is unset (default: runs)",
-    )
-    p.add_argument(
-        "--cluster",
-        metavar="CLUSTER_YAML",
-        help="judge the resources against this `ray up` YAML at its max_workers "
-        f"(default: {BOOTSTRAP_CONFIG} when it exists, i.e. on a `ray up` head node)",
-    )
-    p.add_argument("--json", action="store_true", help="print every figure as JSON last")
-    p.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:

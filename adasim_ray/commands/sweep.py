@@ -14,32 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
-from adasim_ray.commands.args import add_set_argument
 from adasim_ray.errors import UserError
 from adasim_ray.sweep.report import write_report
 from adasim_ray.sweep.tuner import resume_sweep, run_sweep
-
-
-def register(subparsers: Any) -> None:
-    s = subparsers.add_parser(
-        "sweep",
-        help="Ray Tune sweep (grid or Optuna, optional ASHA) of pretraining runs",
-        description=__doc__.split("\n\n")[0],
-    )
-    s.add_argument("--config", help="sweep YAML (e.g. experiments/mnist_ablation.yaml)")
-    s.add_argument("--output", default="sweeps", help="where sweep directories go (sweeps)")
-    s.add_argument("--max-trials", type=int, help="run at most this many trials")
-    add_set_argument(s, "epochs=2", what="a field of the base pretraining config")
-    s.add_argument("--resume", metavar="SWEEP_DIR", help="restore an interrupted sweep")
-    s.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
-    s.set_defaults(func=cmd_sweep)
-
-    r = subparsers.add_parser("report", help="the results table of a sweep directory")
-    r.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    r.add_argument("--json", action="store_true", help="print the summary as JSON last")
-    r.set_defaults(func=cmd_report)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -7,40 +7,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from adasim_ray.audit.report import load_run_state
-from adasim_ray.commands import open_finished_run
+from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
 from adasim_ray.recipe import open_train_source
 from adasim_ray.visualize.metrics import PANELS, plot_metrics
 from adasim_ray.visualize.neighbours import draw_supports, pick_queries, supports
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "visualize",
-        help="draw the paper's Fig. 3 curves or Fig. 1 supports from run directories",
-    )
-    kinds = p.add_subparsers(dest="picture", required=True, metavar="PICTURE")
-    m = kinds.add_parser(
-        "metrics",
-        help="Fig. 3: bootstrapping ratio, NN and 2-NN top-1, k-NN over epochs, a line per run",
-    )
-    m.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    m.add_argument("--output", required=True, help="PNG file to write")
-    m.add_argument("--title", help="figure title")
-    m.set_defaults(func=cmd_metrics)
-    n = kinds.add_parser(
-        "neighbours",
-        help="Fig. 1: query images, their support and each member's sampling probability",
-    )
-    n.add_argument("run_dir", metavar="RUN_DIR")
-    n.add_argument("--output", required=True, help="PNG file to write")
-    n.add_argument("--queries", type=int, default=6,
-                   help="queries drawn, those most likely to get another image (default 6)")
-    n.add_argument("--ids", help="comma-separated image ids to draw instead")
-    n.set_defaults(func=cmd_neighbours)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

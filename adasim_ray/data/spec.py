@@ -15,22 +15,41 @@ see :mod:`adasim_ray.data.layout`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import NamedTuple
 
-from adasim_ray.data.digits import DigitsSource
 from adasim_ray.data.errors import DataError
-from adasim_ray.data.folder import FolderSource
-from adasim_ray.data.mnist import MnistSource
-from adasim_ray.data.parquet import ParquetSource
 from adasim_ray.data.source import SPLITS, ImageSource
 
-_BUILTIN: dict[str, Callable[[str], ImageSource]] = {"mnist": MnistSource, "digits": DigitsSource}
-_ON_DISK = {"folder": FolderSource, "parquet": ParquetSource}
-#: Every spec form, in the order the help of ``--data`` lists them.
-KINDS: tuple[str, ...] = (*_BUILTIN, *(f"{k}:PATH" for k in _ON_DISK))
+
+class SourceKind(NamedTuple):
+    """One row of the table: a spec ``name`` (``name:PATH`` when ``takes_path``) and the
+    ``module:Class`` of its source, imported when such a data set is opened (the command
+    line's help lists the kinds without loading torch or pyarrow)."""
+
+    name: str
+    source: str
+    takes_path: bool
+
+
+#: The data sets, in the order the help of ``--data`` lists them: the only list.
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    SourceKind("mnist", "adasim_ray.data.mnist:MnistSource", False),
+    SourceKind("digits", "adasim_ray.data.digits:DigitsSource", False),
+    SourceKind("folder", "adasim_ray.data.folder:FolderSource", True),
+    SourceKind("parquet", "adasim_ray.data.parquet:ParquetSource", True),
+)
+_BY_NAME = {kind.name: kind for kind in SOURCE_KINDS}
+#: Every spec form: ``mnist``, ``digits``, ``folder:PATH``, ``parquet:PATH``.
+KINDS: tuple[str, ...] = tuple(k.name + (":PATH" if k.takes_path else "") for k in SOURCE_KINDS)
 #: The ``--data`` help of every command: ``mnist | digits | folder:PATH | parquet:PATH``.
 SPEC_HELP = " | ".join(KINDS)
+
+
+def source_class(kind: str) -> type[ImageSource]:
+    """The :class:`ImageSource` subclass of a spec kind (imported on first use)."""
+    module, _, name = _BY_NAME[kind].source.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class DataSpec(NamedTuple):
@@ -56,11 +75,11 @@ def parse_spec(spec: str) -> DataSpec:
     if not isinstance(spec, str):
         raise DataError(f"data set spec must be a string, got {spec!r}")
     kind, sep, path = spec.strip().partition(":")
-    if kind in _BUILTIN:
+    if kind in _BY_NAME and not _BY_NAME[kind].takes_path:
         if sep:
             raise DataError(f"data set spec {spec!r}: '{kind}' takes no path")
         return DataSpec(kind, None)
-    if kind in _ON_DISK:
+    if kind in _BY_NAME:
         if not path.strip():
             raise DataError(f"data set spec {spec!r}: missing the path, write {kind}:PATH")
         return DataSpec(kind, path.strip())
@@ -71,7 +90,7 @@ def open_source(spec: str, split: str = "train", *, skip_corrupt: bool = False) 
     """Open ``split`` of the data set named by ``spec``.
 
     Args:
-        spec: ``"mnist"``, ``"digits"``, ``"folder:PATH"`` or ``"parquet:PATH"``.
+        spec: one of the forms of :data:`KINDS`.
         split: ``"train"`` or ``"test"``.
         skip_corrupt: folder/Parquet only: decode every image now and leave out those that
             fail (listed in ``source.skipped``); otherwise a corrupt image raises when loaded.
@@ -89,8 +108,9 @@ def open_source(spec: str, split: str = "train", *, skip_corrupt: bool = False) 
     parsed = parse_spec(spec)
     if split not in SPLITS:
         raise DataError(f"{spec}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    cls = source_class(parsed.kind)
     if parsed.path is None:
-        return _BUILTIN[parsed.kind](split)
-    return _ON_DISK[parsed.kind](
+        return cls(split)  # type: ignore[call-arg]
+    return cls(  # type: ignore[call-arg]
         parsed.path, split, skip_corrupt=skip_corrupt, spec=f"{parsed.kind}:{parsed.path}"
     )

@@ -16,10 +16,17 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray.data import ExecutionOptions
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
+from adasim_ray.data import DataError, ImageSource
 from adasim_ray.recipe import (
     build_backbone_for,
     labels_of,
@@ -29,6 +36,7 @@ from adasim_ray.recipe import (
 )
 from adasim_ray.resources.memory import bootstrap_memory
 from adasim_ray.resources.storage import check_storage
+from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -39,6 +47,8 @@ from adasim_ray.train.checkpoint import (
 )
 from adasim_ray.train.faults import FAULT_ENV, parse_faults
 from adasim_ray.train.hooks import pin_ray_address
+from adasim_ray.train.loop import train_loop_per_worker
+from adasim_ray.train.pipeline import create_plan_board, rank_dataset
 from adasim_ray.train.rundir import (
     CONFIG,
     SUMMARY,
@@ -58,8 +68,6 @@ def new_run_name(cfg: PretrainConfig) -> str:
 def start_local_ray(**kwargs: Any) -> None:
     """A local Ray with the dashboard on (Train's placement-group cleanup needs its State API)
     and :func:`pin_ray_address` in every worker."""
-    import ray
-
     ray.init(
         include_dashboard=True,
         configure_logging=False,
@@ -75,8 +83,6 @@ def start_local_ray(**kwargs: Any) -> None:
 
 def init_ray(cfg: PretrainConfig) -> None:
     """Join the cluster named by ``ray.address`` / RAY_ADDRESS, else start a local Ray."""
-    import ray
-
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
@@ -98,8 +104,6 @@ def user_error(err: BaseException) -> Exception | None:
 
     Ray wraps a task's exception in its own (and Train in a worker-group error), so both the
     exception chain and, failing that, the text of the traceback are searched."""
-    from adasim_ray.data import DataError
-
     seen, todo = set(), [err]
     while todo:
         cur = todo.pop()
@@ -139,6 +143,24 @@ def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
     return 4 * 4 * num_params + bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What the driver settles before any Ray work: the training set and its size N, the
+    cache's feature dimension, the settings a checkpoint must match, where the run lives."""
+
+    source: ImageSource
+    num_images: int
+    feat_dim: int
+    settings: dict[str, Any]
+    storage: str
+    run_name: str
+    faults: str | None
+
+    @property
+    def run_dir(self) -> str:
+        return join(self.storage, self.run_name)
+
+
 def pretrain(
     cfg: PretrainConfig,
     output: str = "runs",
@@ -157,92 +179,125 @@ def pretrain(
     ``callbacks`` go to Ray Train's ``RunConfig`` (a sweep passes Tune's report callback).
     """
     t_start = time.perf_counter()
+    plan = plan_run(cfg, output, resume=resume, force=force, run_name=run_name)
+    init_ray(cfg)
+    t_ray = time.perf_counter()
+    actors = start_bootstrap_actors(cfg, plan)
+    trainer = build_trainer(cfg, plan, log_every=log_every, stop_after=stop_after,
+                            callbacks=callbacks)
+    try:
+        result = trainer.fit()
+    except Exception as err:  # local mode raises the loop's error directly
+        raise user_error(err) or err  # noqa: B904 - ours replaces Ray's wrapping on purpose
+    finally:
+        for handle in actors:
+            ray.kill(handle)
+    if result.error is not None:
+        raise user_error(result.error) or result.error
+    return write_summary(plan, result, startup_s=t_ray - t_start, t_start=t_start)
+
+
+def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: bool,
+             run_name: str | None) -> RunPlan:
+    """Everything that can fail before any Ray work, in one line each: the config against
+    the data set (its N, its labels), the fault hooks, a resumed run's checkpoint, the
+    storage and its room for checkpoints. Writes the run's ``config.yaml``."""
     source = open_train_source(cfg)
     num_images = len(source)
     validate(cfg, num_images, labelled=source.labels is not None)
     check_eval_labels(cfg)
-    views = make_views(cfg, source)
-    backbone, feat_dim = build_backbone_for(cfg, views)
+    backbone, feat_dim = build_backbone_for(cfg, make_views(cfg, source))
     settings = key_settings(cfg, num_images, feat_dim)
+    faults = fault_spec()
+    if resume is not None:
+        storage, run_name = resume_target(resume, settings, force)
+    else:
+        storage, run_name = cfg.ray.storage_path or output, run_name or new_run_name(cfg)
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults)
+    params = sum(p.numel() for p in backbone.parameters())
+    check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
+    write_text(join(plan.run_dir, CONFIG), dump_config(cfg))
+    return plan
+
+
+def fault_spec() -> str | None:
+    """``ADASIM_FAULT`` (see ``faults.py``), checked here so that a typo fails at start."""
+    faults = os.environ.get(FAULT_ENV) or None
     try:
-        faults = os.environ.get(FAULT_ENV) or None
         parse_faults(faults)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    return faults
 
-    if resume is not None:
-        storage, run_name = resolve_resume(resume)
-        latest = latest_checkpoint(join(storage, run_name))
-        damaged = damaged_checkpoints(join(storage, run_name))
-        if latest is not None:
-            check_compatible(read_meta(latest)["settings"], settings, force)
-        elif damaged and not force:
-            raise CheckpointError(
-                f"--resume: no usable checkpoint in {resume}: {damaged[-1]}; "
-                "pass --force to start it over"
-            )
-        for problem in damaged:
-            print(f"[adasim] passing over a damaged checkpoint: {problem}", flush=True)
-    else:
-        storage = cfg.ray.storage_path or output
-        run_name = run_name or new_run_name(cfg)
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-    run_dir = join(storage, run_name)
-    params = sum(p.numel() for p in backbone.parameters())
-    check_storage(run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
-    write_text(join(run_dir, CONFIG), dump_config(cfg))
 
-    import ray
-    from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+def resume_target(resume: str, settings: dict[str, Any], force: bool) -> tuple[str, str]:
+    """(storage, run name) of the run directory to resume, whose newest complete checkpoint
+    must have the same key settings (unless ``force``); damaged ones are passed over."""
+    storage, run_name = resolve_resume(resume)
+    latest = latest_checkpoint(join(storage, run_name))
+    damaged = damaged_checkpoints(join(storage, run_name))
+    if latest is not None:
+        check_compatible(read_meta(latest)["settings"], settings, force)
+    elif damaged and not force:
+        raise CheckpointError(
+            f"--resume: no usable checkpoint in {resume}: {damaged[-1]}; "
+            "pass --force to start it over"
+        )
+    for problem in damaged:
+        print(f"[adasim] passing over a damaged checkpoint: {problem}", flush=True)
+    return storage, run_name
 
-    from adasim_ray.train.cache_actor import create_shard_actors
-    from adasim_ray.train.loop import train_loop_per_worker
-    from adasim_ray.train.pipeline import create_plan_board, rank_dataset
 
-    init_ray(cfg)
-    t_ray = time.perf_counter()
-    # One line of progress per logged step is ours; Ray Data's bars would flood the console.
-    data_context = ray.data.DataContext.get_current()
-    data_context.enable_progress_bars = False
-    data_context.execution_options.preserve_order = True
+def start_bootstrap_actors(cfg: PretrainConfig, plan: RunPlan) -> list[ray.actor.ActorHandle]:
+    """The S cache shard actors and the plan board (named after the run, so that the Train
+    workers and the fetch tasks find them)."""
     shards = create_shard_actors(
-        run_name,
-        num_images,
-        feat_dim,
+        plan.run_name,
+        plan.num_images,
+        plan.feat_dim,
         cfg.adasim,
         cfg.ray.cache_shards,
         seed=cfg.seed,
         epochs=cfg.epochs,
-        labels=labels_of(source),
+        labels=labels_of(plan.source),
         num_cpus=cfg.ray.cache_shard_cpus,
         num_gpus=cfg.ray.cache_shard_gpus,
     )
-    board = create_plan_board(run_name)
+    return [*shards, create_plan_board(plan.run_name)]
+
+
+def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
+                  stop_after: int | None, callbacks: list[Any] | None) -> TorchTrainer:
+    """The ``TorchTrainer``: the worker loop and its config, one Ray Data stream of pairs
+    per rank, the workers' resources, the run's name and storage, checkpoints and retries."""
+    # One line of progress per logged step is ours; Ray Data's bars would flood the console.
+    data_context = ray.data.DataContext.get_current()
+    data_context.enable_progress_bars = False
+    data_context.execution_options.preserve_order = True
     world = max(cfg.ray.num_workers, 1)
-    per_rank_batch = cfg.batch_size // world
     launch = uuid.uuid4().hex
     datasets = {
-        f"train_{r}": rank_dataset(cfg, run_name, num_images, r, world, per_rank_batch, launch)
+        f"train_{r}": rank_dataset(cfg, plan.run_name, plan.num_images, r, world,
+                                   cfg.batch_size // world, launch)
         for r in range(world)
     }
-    local_tb = "://" not in run_dir
-    trainer = TorchTrainer(
+    local_tb = "://" not in plan.run_dir
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config": cfg,
-            "run_name": run_name,
-            "run_dir": run_dir,
-            "num_images": num_images,
-            "settings": settings,
+            "run_name": plan.run_name,
+            "run_dir": plan.run_dir,
+            "num_images": plan.num_images,
+            "settings": plan.settings,
             "log_every": log_every,
             "local_mode": cfg.ray.num_workers == 0,
             "stop_after": stop_after,
-            "faults": faults,
+            "faults": plan.faults,
             "driver_pid": os.getpid(),
-            "tensorboard_dir": join(run_dir, "tensorboard") if local_tb else None,
+            "tensorboard_dir": join(plan.run_dir, "tensorboard") if local_tb else None,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,
@@ -251,8 +306,8 @@ def pretrain(
             | ({"GPU": 1} if cfg.ray.use_gpu else {}),
         ),
         run_config=RunConfig(
-            name=run_name,
-            storage_path=storage,
+            name=plan.run_name,
+            storage_path=plan.storage,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
@@ -262,26 +317,23 @@ def pretrain(
             datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
         ),
     )
-    try:
-        result = trainer.fit()
-    except Exception as err:  # local mode raises the loop's error directly
-        raise user_error(err) or err  # noqa: B904 - ours replaces Ray's wrapping on purpose
-    finally:
-        for handle in [*shards, board]:
-            ray.kill(handle)
-    if result.error is not None:
-        raise user_error(result.error) or result.error
-    rows = MetricsLog(run_dir).read()
+
+
+def write_summary(plan: RunPlan, result: Any, *, startup_s: float,
+                  t_start: float) -> dict[str, Any]:
+    """``summary.json``: where the run is, N, d, the last epoch's metrics, timings and the
+    final checkpoint; returned as well."""
+    rows = MetricsLog(plan.run_dir).read()
     summary = {
-        "run_dir": run_dir,
-        "run_name": run_name,
-        "num_images": num_images,
-        "feat_dim": feat_dim,
+        "run_dir": plan.run_dir,
+        "run_name": plan.run_name,
+        "num_images": plan.num_images,
+        "feat_dim": plan.feat_dim,
         "epochs": len(rows),
         "final": rows[-1] if rows else {},
-        "startup_s": t_ray - t_start,
+        "startup_s": startup_s,
         "wall_s": time.perf_counter() - t_start,
         "checkpoint": None if result.checkpoint is None else result.checkpoint.path,
     }
-    write_text(join(run_dir, SUMMARY), dumps(summary))
+    write_text(join(plan.run_dir, SUMMARY), dumps(summary))
     return summary

@@ -1,0 +1,77 @@
+"""``launch.py eval``: k-NN, linear probe and few-shot evaluation of a checkpoint, of a
+backbone at random init, or of raw pixels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from adasim_ray.augmentations import GlobalViews
+from adasim_ray.backbones import build_backbone
+from adasim_ray.config import config_from_dict
+from adasim_ray.configfile import read_yaml
+from adasim_ray.data import first_images, open_source
+from adasim_ray.errors import UserError
+from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
+from adasim_ray.recipe import build_model, make_views
+from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
+from adasim_ray.train.rundir import CONFIG, is_run_dir
+
+
+def fmt_top1(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
+    """(eval backbone, its run config) of a run directory or one checkpoint directory."""
+    ckpt = Path(path)
+    if not ckpt.exists():
+        raise UserError(f"--checkpoint: {path} does not exist")
+    if not (ckpt / "model.pt").is_file():
+        found = latest_checkpoint(ckpt)
+        if found is None:
+            raise UserError(f"--checkpoint: no complete checkpoint in {path}")
+        ckpt = found
+    if not is_run_dir(ckpt.parent):
+        raise UserError(f"--checkpoint: {ckpt.parent} has no {CONFIG} (not a run directory)")
+    cfg = config_from_dict(read_yaml(ckpt.parent / CONFIG))
+    meta, state, _ = read_checkpoint(ckpt)
+    views = views_for(cfg)
+    model = build_model(cfg, views, int(meta["settings"]["num_images"]))
+    model.load_state_dict(state["model"])
+    return model.eval_backbone(), cfg
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    train = first_images(open_source(args.data, "train"), args.max_train)
+    test = first_images(open_source(args.data, "test"), args.max_test)
+    protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed}
+    if args.raw_pixels:
+        what = "raw pixels"
+        result = evaluate_raw_pixels(train, test, size=train.native_size or 224, **protocol)
+    else:
+        if args.checkpoint:
+            backbone, cfg = _checkpoint_backbone(args.checkpoint, lambda c: make_views(c, train))
+            views = make_views(cfg, train)
+            what = f"checkpoint {args.checkpoint}"
+        else:
+            views = GlobalViews.for_source(train)
+            backbone, _ = build_backbone(
+                args.random_init, image_size=views.size, in_chans=views.channels
+            )
+            what = f"{args.random_init} at random init"
+        result = evaluate_backbone(backbone, train, test, views.eval_transform, **protocol)
+    result["features"] = what
+    result["data"] = args.data
+    print(f"{what} on {args.data}: n_train={result['n_train']} n_test={result['n_test']}")
+    for key in ("knn_top1", "knn_top5", "linear_top1"):
+        print(f"  {key}: {fmt_top1(result.get(key))}")
+    if result.get("fewshot_mean") is not None:
+        print(
+            f"  fewshot 5-way 5-shot: {result['fewshot_mean']:.4f} +- {result['fewshot_ci95']:.4f}"
+        )
+    if args.json:
+        print(json.dumps(result))
+    return 0
