@@ -28,6 +28,7 @@ from adasim_ray.configfile import (
     set_dotted,
     to_dict,
 )
+from adasim_ray.data.spec import DEFAULT_SPEC
 from adasim_ray.engine.config import BootstrapConfig
 from adasim_ray.methods import DEFAULT_METHOD, METHODS
 
@@ -44,7 +45,7 @@ class AugmentSection:
             share one, else 224.
         crop_scale: RandomResizedCrop scale range; the paper uses (0.25, 1).
         flip: horizontal flips; None = the data set's choice (off where mirroring changes an
-            image's meaning, as for digits; on otherwise).
+            image's meaning, as for handwritten digits; on otherwise).
     """
 
     image_size: int | None = None
@@ -113,7 +114,7 @@ class RaySection:
 class PretrainConfig:
     """One pretraining run. Build it with :func:`load_config`, :func:`config_from_dict` or
     :func:`default_config`: they return an instance of :func:`config_class`, which adds one
-    section per registered method (``dino:``, ``simsiam:``, ...) to the fields below.
+    section per registered method (named after the method) to the fields below.
 
     Attributes:
         data: training data set, a spec of ``adasim_ray.data.spec`` (a built-in name or
@@ -132,7 +133,7 @@ class PretrainConfig:
         amp: bfloat16/float16 autocast on GPUs.
     """
 
-    data: str = "mnist"
+    data: str = DEFAULT_SPEC
     eval_data: str | None = None
     limit_images: int | None = None
     method: str = DEFAULT_METHOD

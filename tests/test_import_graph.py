@@ -216,3 +216,31 @@ def test_the_parser_loads_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT.parent)
     assert out.stdout.strip() == "[]"
+
+
+#: The package's layers, lowest first (README, "What is where"): a module imports only from
+#: its own layer or lower ones. A new top-level module or package must be placed here.
+LAYERS = (
+    "errors", "engine", "methods", "data", "backbones", "augmentations", "evaluation",
+    "configfile", "config", "presets", "recipe", "resources", "train", "sweep", "audit",
+    "visualize", "commands", "cli",
+)
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_layers_only_import_downward():
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != PACKAGE and _layer(m) is None)
+    assert not unplaced, f"modules in no layer (add them to LAYERS): {unplaced}"
+    upward = sorted(
+        f"{name} -> {dep}"
+        for name, deps in graph.items()
+        if name != PACKAGE
+        for dep in deps
+        if dep != PACKAGE and _layer(dep) > _layer(name)
+    )
+    assert not upward, "imports going up a layer:\n" + "\n".join(upward)

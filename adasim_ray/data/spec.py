@@ -40,6 +40,8 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("parquet", "adasim_ray.data.parquet:ParquetSource", True),
 )
 _BY_NAME = {kind.name: kind for kind in SOURCE_KINDS}
+#: The data set of a config that names none: MNIST, which a pip package ships (no download).
+DEFAULT_SPEC = "mnist"
 #: Every spec form: ``mnist``, ``digits``, ``folder:PATH``, ``parquet:PATH``.
 KINDS: tuple[str, ...] = tuple(k.name + (":PATH" if k.takes_path else "") for k in SOURCE_KINDS)
 #: The ``--data`` help of every command: ``mnist | digits | folder:PATH | parquet:PATH``.

@@ -1,6 +1,7 @@
-"""That a run's storage (a local path or a cloud URI) can be written, found out at start-up
-rather than at the first checkpoint: ``launch.py check`` probes it, and the pretraining
-driver also checks that a local disk has room for its checkpoints."""
+"""A run's storage, a local path or a cloud URI (through pyarrow's file systems): how it is
+opened (:func:`resolve`), and that it can be written, found out at start-up rather than at
+the first checkpoint: ``launch.py check`` probes it, and the pretraining driver also checks
+that a local disk has room for its checkpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from adasim_ray.errors import ConfigError
-from adasim_ray.train.rundir import resolve
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(file system, path) of a local path or a URI such as s3://bucket/runs."""
+    return pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).expanduser().resolve()))
 
 
 def probe_storage(uri: str) -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from adasim_ray.configfile import ConfigError, read_yaml
 from adasim_ray.sweep.spec import SHORT_NAMES, load_sweep
+from adasim_ray.train.rundir import CONFIG, METRICS, SUMMARY
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -71,12 +72,12 @@ def read_trial(trial_dir: Path, factors: list[str]) -> TrialRow:
             status="error",
             error=(trial_dir / "error.txt").read_text().strip(),
         )
-    config = yaml.safe_load((trial_dir / "config.yaml").read_text())
-    metrics = _rows(trial_dir / "metrics.jsonl")
+    config = yaml.safe_load((trial_dir / CONFIG).read_text())
+    metrics = _rows(trial_dir / METRICS)
     knn = [r["knn_top1"] for r in metrics if r.get("knn_top1") is not None]
     last = metrics[-1] if metrics else {}
     epochs_planned = int(config.get("epochs", 0))
-    if (trial_dir / "summary.json").is_file():
+    if (trial_dir / SUMMARY).is_file():
         status = "done"
     elif metrics:
         status = f"stopped after {len(metrics)}/{epochs_planned} epochs"

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from adasim_ray.errors import AdasimError, UserError
+from adasim_ray.resources.storage import resolve
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -45,15 +46,6 @@ def require_run_dir(
     if not is_run_dir(path):
         raise error(f"{what}: {path} has no {CONFIG}: not a run directory")
     return path
-
-
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(file system, path) of a local path or a URI such as s3://bucket/runs."""
-    return pafs.FileSystem.from_uri(uri if "://" in uri else _absolute(uri))
-
-
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
 
 
 def join(base: str, *names: str) -> str:
