@@ -104,7 +104,7 @@ def model_features(
     model = build_model(cfg, views, len(source))
     model.load_state_dict(state["model"])
     feats, _ = extract_features(model.eval_backbone(), source, views.eval_transform, device=device)
-    return torch.as_tensor(feats, dtype=torch.float32)
+    return torch.as_tensor(feats, dtype=torch.float32, device="cpu")
 
 
 def audit_run(

@@ -64,7 +64,7 @@ def stable_neighbours(windows: list[NeighbourWindow], k: int | None = None) -> S
     for window in windows:
         for lo in range(0, window.size, CHUNK_ROWS):
             hi = min(lo + CHUNK_ROWS, window.size)
-            self_ids = torch.arange(window.start + lo, window.start + hi)
+            self_ids = torch.arange(window.start + lo, window.start + hi, device="cpu")
             keep_k = k or window.topk
             # K + 1: i itself usually holds one slot of its own support.
             support, scores = windowed_support(
@@ -96,7 +96,7 @@ def exact_window(
     """
     n, d = feats.shape
     cache = SimilarityCache(0, n, d, dtype="float32", device=device)
-    ids = torch.arange(n)
+    ids = torch.arange(n, device="cpu")  # the cache moves them to its device
     for lo in range(0, n, batch):
         cache.write(ids[lo : lo + batch], feats[lo : lo + batch])
     window = NeighbourWindow(0, n, window=1, topk=min(k + 1, n), sim_dtype="float32")

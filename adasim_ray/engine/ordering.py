@@ -101,7 +101,7 @@ def exact_topk(
     Returns:
         (values (B, k) float32, ids (B, k) int64), empty slots ``-inf`` and ``INVALID_ID``.
     """
-    rows = torch.arange(values.shape[0])
+    rows = torch.arange(values.shape[0], device=values.device)
     take = min(k + 1, values.shape[1])
     top_vals, pos = values.topk(take, dim=1)
     if take <= k:  # every candidate is in: only the order is left to settle
@@ -114,7 +114,18 @@ def exact_topk(
     block = max(1, (1 << 22) // values.shape[1])
     for lo in range(0, len(tied_rows), block):
         sub = tied_rows[lo : lo + block]
-        all_pos = torch.arange(values.shape[1]).expand(len(sub), -1)
-        sub_vals, sub_ids = top_by_key(values[sub], ids_at(sub, all_pos), self_ids[sub], k)
-        out_vals[sub], out_ids[sub] = sub_vals, sub_ids
+        out_vals[sub], out_ids[sub] = redo_rows(values, sub, self_ids, k, ids_at)
     return out_vals, out_ids
+
+
+def redo_rows(
+    values: torch.Tensor,
+    rows: torch.Tensor,
+    self_ids: torch.Tensor,
+    k: int,
+    ids_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``k`` of the rows ``rows`` of ``values`` by the full key over all their
+    candidates: :func:`exact_topk`'s repair of rows tied at the k-th place."""
+    all_pos = torch.arange(values.shape[1], device=values.device).expand(len(rows), -1)
+    return top_by_key(values[rows], ids_at(rows, all_pos), self_ids[rows], k)

@@ -89,8 +89,8 @@ def windowed_support(
     """
     n, m = ids.shape
     if m == 0:
-        empty = torch.full((n, k), INVALID_ID, dtype=torch.int64)
-        return empty, torch.full((n, k), -torch.inf)
+        empty = torch.full((n, k), INVALID_ID, dtype=torch.int64, device="cpu")
+        return empty, torch.full((n, k), -torch.inf, device="cpu")
     sentinel = _ID_SENTINEL
     # Group equal ids with one sort of packed (id, similarity bits) keys: numpy's vectorised
     # integer sort is several times faster than an argsort plus gathers. Inside a group the
@@ -101,11 +101,13 @@ def windowed_support(
     packed = torch.from_numpy(np.sort(((keyed << 32) | bits).numpy(), axis=1))
     sorted_ids = packed >> 32
     sorted_sims = (packed & _LOW32).to(torch.int32).view(torch.float32)
-    starts = torch.ones(n, m, dtype=torch.int32)
+    starts = torch.ones(n, m, dtype=torch.int32, device="cpu")
     starts[:, 1:] = (sorted_ids[:, 1:] != sorted_ids[:, :-1]).to(torch.int32)
     group = starts.cumsum(dim=1, dtype=torch.int32).to(torch.int64) - 1
-    totals = torch.zeros(n, m, dtype=torch.float32).scatter_add_(1, group, sorted_sims)
-    group_ids = torch.full((n, m), sentinel, dtype=torch.int64).scatter_(1, group, sorted_ids)
+    totals = torch.zeros(n, m, dtype=torch.float32, device="cpu")
+    totals.scatter_add_(1, group, sorted_sims)
+    group_ids = torch.full((n, m), sentinel, dtype=torch.int64, device="cpu")
+    group_ids.scatter_(1, group, sorted_ids)
     valid = group_ids != sentinel
     scores = (totals / window).masked_fill(~valid, -torch.inf)
     group_ids = group_ids.masked_fill(~valid, INVALID_ID)
@@ -195,7 +197,7 @@ def plan_window(
         # The working memory of a chunk is ~10x its share of the window: 1/16 of the rows keeps
         # the plan's peak well under twice the window's own size.
         chunk_rows = min(16384, max(1024, window.size // 16))
-    partners = torch.empty(window.size, dtype=torch.int64)
+    partners = torch.empty(window.size, dtype=torch.int64, device="cpu")
     stats = PlanStats()
     noise = oracle = None
     if cfg.mode == "oracle":
@@ -210,7 +212,8 @@ def plan_window(
     )
     for lo in range(0, window.size, chunk_rows):
         hi = min(lo + chunk_rows, window.size)
-        self_ids = torch.arange(window.start + lo, window.start + hi, dtype=torch.int64)
+        self_ids = torch.arange(window.start + lo, window.start + hi, dtype=torch.int64,
+                                device="cpu")
         support, scores = windowed_support(*window.rows(lo, hi), self_ids, cfg.window, cfg.topk)
         if oracle is not None:
             chosen = oracle[lo:hi]

@@ -38,7 +38,8 @@ def shard_ranges(num_images: int, shards: int) -> list[tuple[int, int]]:
 
 def check_ids(ids: torch.Tensor, num_images: int) -> torch.Tensor:
     """Return ``ids`` as int64, refusing ids outside [0, N)."""
-    ids = torch.as_tensor(ids).to(torch.int64)
+    ids = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(ids, device="cpu")
+    ids = ids.to(torch.int64)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_images):
         raise ValueError(
             f"ids out of range: got [{int(ids.min())}, {int(ids.max())}], "
@@ -92,7 +93,7 @@ class BootstrapShard:
         self.labels = None if labels is None else labels.to(torch.int64)
         # The oracle's class index, built once (an argsort of N labels) rather than per epoch.
         self.members = ClassMembers(self.labels) if cfg.mode == "oracle" else None
-        self.partners = torch.arange(start, stop, dtype=torch.int64)
+        self.partners = torch.arange(start, stop, dtype=torch.int64, device="cpu")
         self.last_stats = PlanStats()
 
     @property

@@ -57,9 +57,9 @@ class NeighbourWindow:
         self.window, self.topk = window, topk
         self.sim_dtype_name = sim_dtype
         n = stop - start
-        self.ids = torch.full((n, window, topk), INVALID_ID, dtype=torch.int32)
-        self.sims = torch.zeros((n, window, topk), dtype=SIM_DTYPES[sim_dtype])
-        self.seen = torch.zeros((n, window), dtype=torch.bool)
+        self.ids = torch.full((n, window, topk), INVALID_ID, dtype=torch.int32, device="cpu")
+        self.sims = torch.zeros((n, window, topk), dtype=SIM_DTYPES[sim_dtype], device="cpu")
+        self.seen = torch.zeros((n, window), dtype=torch.bool, device="cpu")
         self.epochs_closed = 0
         self._slot_open = True  # slot 0 starts empty
 
@@ -148,7 +148,7 @@ class NeighbourWindow:
     def latest_rows(self, lo: int, hi: int) -> torch.Tensor:
         """Top-K ids of the most recent closed epoch for local rows [lo, hi) ((n, K) int64)."""
         if self.epochs_closed == 0:
-            return torch.full((hi - lo, self.topk), INVALID_ID, dtype=torch.int64)
+            return torch.full((hi - lo, self.topk), INVALID_ID, dtype=torch.int64, device="cpu")
         slot = (self.epochs_closed - 1) % self.window
         ids = self.ids[lo:hi, slot].to(torch.int64)
         return ids.masked_fill(~self.seen[lo:hi, slot].unsqueeze(-1), INVALID_ID)

@@ -64,8 +64,8 @@ class LinearProbe(nn.Module):
 def _as_tensors(
     feats: ArrayLike, labels: ArrayLike, device: torch.device, name: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(feats).to(device=device, dtype=torch.float32)
-    y = torch.as_tensor(labels).to(device=device, dtype=torch.int64)
+    x = torch.as_tensor(feats, device=device).to(torch.float32)
+    y = torch.as_tensor(labels, device=device).to(torch.int64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} features must be a non-empty (N, d) array, got {tuple(x.shape)}")
     if y.shape != (x.shape[0],):
@@ -118,7 +118,8 @@ def _fit_adamw(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator).to(x.device)
+        # drawn on the host: the same order, hence the same probe, whatever the device
+        order = torch.randperm(n, generator=generator, device="cpu").to(x.device)
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
             loss = F.cross_entropy(probe(x[batch]), y[batch])

@@ -34,7 +34,7 @@ from adasim_ray.methods.losses import DINOLoss
 from adasim_ray.methods.monitors import mean_entropy, std_of_l2_normalized
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr, teacher_temp_schedule
-from adasim_ray.methods.step import StepOutput, check_finite, schedule_at
+from adasim_ray.methods.step import StepOutput, monitors_to_host, schedule_at
 from adasim_ray.methods.teacher import clip_gradients, update_momentum
 
 __all__ = ["DINO", "DINOConfig", "DINOSchedules"]
@@ -198,23 +198,23 @@ class DINO(nn.Module):
         teacher_probs = self.loss_fn.teacher_probs(teacher_out, teacher_temp)
         loss = self.loss_fn.cross_entropy(student_out, teacher_probs)
         self.loss_fn.update_center(teacher_out)
-        check_finite(loss, it, "DINO", self.iters_per_epoch)
 
         anchor_feature = teacher_feature[:batch].detach().float()
         monitors = {
-            "loss": float(loss.detach()),
-            "z_std": float(0.5 * (std_of_l2_normalized(student_out[:batch])
-                                  + std_of_l2_normalized(student_out[batch:]))),
-            "teacher_entropy": float(mean_entropy(teacher_probs)),
-            "feature_std": float(std_of_l2_normalized(anchor_feature)),
+            "loss": loss.detach(),
+            "z_std": 0.5 * (std_of_l2_normalized(student_out[:batch])
+                            + std_of_l2_normalized(student_out[batch:])),
+            "teacher_entropy": mean_entropy(teacher_probs),
+            "feature_std": std_of_l2_normalized(anchor_feature),
             "teacher_temp": teacher_temp,
         }
         return StepOutput(loss=loss, anchor_feature=anchor_feature, monitors=monitors)
 
     def step(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
              it: int) -> StepOutput:
-        """Same as calling the module (see ``forward``)."""
-        return self(anchor_view, partner_view, it)
+        """Calling the module (see ``forward``), with the monitors as floats; raises
+        FloatingPointError on a non-finite loss."""
+        return monitors_to_host(self(anchor_view, partner_view, it), it, self)
 
     # -- optimisation -----------------------------------------------------------------------
     def build_optimizer(self) -> torch.optim.AdamW:

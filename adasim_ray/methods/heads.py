@@ -39,9 +39,12 @@ class WeightNormLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, *, fix_norm: bool = True) -> None:
         super().__init__()
-        self.weight_v = nn.Parameter(torch.empty(out_features, in_features))
+        # device=None: the default device, so a ``with torch.device(...)`` block (meta, cuda)
+        # builds the head there, as it does every torch.nn layer.
+        self.weight_v = nn.Parameter(torch.empty(out_features, in_features, device=None))
         nn.init.trunc_normal_(self.weight_v, std=0.02)
-        self.weight_g = nn.Parameter(torch.ones(out_features, 1), requires_grad=not fix_norm)
+        self.weight_g = nn.Parameter(torch.ones(out_features, 1, device=None),
+                                     requires_grad=not fix_norm)
 
     @property
     def weight(self) -> torch.Tensor:

@@ -46,7 +46,8 @@ class DINOLoss(nn.Module):
         super().__init__()
         self.student_temp = student_temp
         self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
+        # device=None: the default device, as for every torch.nn layer's own tensors.
+        self.register_buffer("center", torch.zeros(1, out_dim, device=None))
 
     def teacher_probs(self, teacher_out: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         """P_t: centred and sharpened teacher distribution, without gradient."""

@@ -27,7 +27,7 @@ from adasim_ray.methods.losses import simsiam_loss
 from adasim_ray.methods.monitors import std_of_l2_normalized
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr
-from adasim_ray.methods.step import StepOutput, check_finite, schedule_at
+from adasim_ray.methods.step import StepOutput, monitors_to_host, schedule_at
 
 __all__ = ["SimSiam", "SimSiamConfig"]
 
@@ -113,20 +113,20 @@ class SimSiam(nn.Module):
         z1 = self.projector(self.backbone(partner_view))
         p0, p1 = self.predictor(z0), self.predictor(z1)
         loss = simsiam_loss(p0, p1, z0, z1)
-        check_finite(loss, it, "SimSiam", self.iters_per_epoch)
 
         anchor_feature = feature0.detach().float()
         monitors = {
-            "loss": float(loss.detach()),
-            "z_std": float(0.5 * (std_of_l2_normalized(z0) + std_of_l2_normalized(z1))),
-            "feature_std": float(std_of_l2_normalized(anchor_feature)),
+            "loss": loss.detach(),
+            "z_std": 0.5 * (std_of_l2_normalized(z0) + std_of_l2_normalized(z1)),
+            "feature_std": std_of_l2_normalized(anchor_feature),
         }
         return StepOutput(loss=loss, anchor_feature=anchor_feature, monitors=monitors)
 
     def step(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
              it: int) -> StepOutput:
-        """Same as calling the module (see ``forward``)."""
-        return self(anchor_view, partner_view, it)
+        """Calling the module (see ``forward``), with the monitors as floats; raises
+        FloatingPointError on a non-finite loss."""
+        return monitors_to_host(self(anchor_view, partner_view, it), it, self)
 
     def build_optimizer(self) -> torch.optim.SGD:
         """SGD with momentum; the predictor in its own group so its lr can stay fixed."""

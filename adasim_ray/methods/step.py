@@ -15,15 +15,16 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["Method", "StepOutput", "check_finite", "schedule_at", "train_step"]
+__all__ = ["Method", "StepOutput", "monitors_to_host", "schedule_at", "train_step"]
 
 
 @dataclass
@@ -35,12 +36,14 @@ class StepOutput:
         anchor_feature: (B, feat_dim) float32, detached: the backbone feature of the anchor
             view t(x_i) (DINO: teacher backbone; SimSiam: the encoder, without gradient).
             This is what the similarity cache stores; never the partner's feature.
-        monitors: floats to log: ``loss``, ``z_std`` and method-specific ones.
+        monitors: what to log: ``loss``, ``z_std`` and method-specific ones; 0-dim tensors
+            as a method's ``forward`` returns them (no host synchronisation), floats after
+            :func:`monitors_to_host` (``train_step`` and ``step`` return those).
     """
 
     loss: torch.Tensor
     anchor_feature: torch.Tensor
-    monitors: dict[str, float] = field(default_factory=dict)
+    monitors: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -81,14 +84,27 @@ def schedule_at(values: np.ndarray, it: int, name: str) -> float:
     return float(values[it])
 
 
-def check_finite(loss: torch.Tensor, it: int, method: str, iters_per_epoch: int) -> None:
-    """Stop the run on a NaN / inf loss instead of training on garbage (DINO exits too)."""
-    if not bool(torch.isfinite(loss.detach())):
+def monitors_to_host(out: StepOutput, it: int, method: nn.Module) -> StepOutput:
+    """The monitors of a forward pass as floats, in one host synchronisation (a
+    ``torch.stack`` and a ``tolist``, instead of one ``float()`` per monitor), and the loss
+    checked: a NaN / inf loss stops the run before the optimiser applies it (DINO exits too).
+
+    Raises:
+        FloatingPointError: the loss is not finite, naming the iteration and the epoch.
+    """
+    names = [k for k, v in out.monitors.items() if isinstance(v, torch.Tensor)]
+    host = dict(out.monitors)
+    if names:
+        values = torch.stack([out.monitors[k].detach().float().reshape(()) for k in names])
+        host.update(zip(names, values.tolist(), strict=True))
+    loss = float(host["loss"])
+    if not math.isfinite(loss):
         raise FloatingPointError(
-            f"{method} loss is {loss.item()} at iteration {it} (epoch "
-            f"{it // iters_per_epoch}): training diverged; lower the learning rate, raise "
-            "the warm-up, or check the input images"
+            f"{type(method).__name__} loss is {loss} at iteration {it} (epoch "
+            f"{it // method.iters_per_epoch}): training diverged; lower the learning rate, "
+            "raise the warm-up, or check the input images"
         )
+    return StepOutput(out.loss, out.anchor_feature, host)
 
 
 def _unwrap(method: nn.Module) -> Method:
@@ -127,6 +143,7 @@ def train_step(
                 else contextlib.nullcontext())
     with autocast:
         out: StepOutput = method(anchor_view, partner_view, it)
+    out = monitors_to_host(out, it, core)  # the step's one host synchronisation
     if scaler is None:
         out.loss.backward()
         core.prepare_gradients(it)
