@@ -231,27 +231,39 @@ class GlobalViews:
         return self.views([image], which, generator)[0]
 
     def views(self, images: Sequence[np.ndarray], which: int,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        """View ``which`` of each image (independent random draws), stacked (B, C, S, S)."""
+              generator: torch.Generator | None = None, *,
+              normalize: bool = True) -> torch.Tensor:
+        """View ``which`` of each image (independent random draws), stacked (B, C, S, S):
+        float32 normalised, or with ``normalize=False`` the uint8 crops, a quarter of the
+        bytes to ship, for :meth:`normalize` on the training device."""
         if which not in (0, 1):
             raise ValueError(f"which must be 0 (view t) or 1 (view t'), got {which}")
         pipeline = self._views[which]
+        stack = self._stack if normalize else self._stack_uint8
         if generator is None:
-            return self._stack([pipeline(self._to_tensor(im)) for im in images])
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            return stack([pipeline(self._to_tensor(im)) for im in images])
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device="cpu"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._stack([pipeline(self._to_tensor(im)) for im in images])
+            return stack([pipeline(self._to_tensor(im)) for im in images])
+
+    def normalize(self, crops: torch.Tensor) -> torch.Tensor:
+        """uint8 crops (B, C, S, S) from ``views(..., normalize=False)`` as the float32
+        views, on the crops' device (the same values as ``views`` gives)."""
+        return self._normalize(crops)
 
     def eval_transform(self, image: np.ndarray) -> torch.Tensor:
         """Deterministic evaluation view: resize the short side, centre-crop S, normalise."""
         return self._stack([self._eval(self._to_tensor(image))])[0]
 
-    def _stack(self, crops: list[torch.Tensor]) -> torch.Tensor:
+    def _stack_uint8(self, crops: list[torch.Tensor]) -> torch.Tensor:
         if not crops:
-            return torch.empty(0, self.channels, self.size, self.size)
+            return torch.empty(0, self.channels, self.size, self.size, dtype=torch.uint8)
+        return torch.stack(crops)
+
+    def _stack(self, crops: list[torch.Tensor]) -> torch.Tensor:
         # Normalise once for the batch: cheaper than per image.
-        return self._normalize(torch.stack(crops))
+        return self._normalize(self._stack_uint8(crops))
 
     def __repr__(self) -> str:
         return (f"GlobalViews(size={self.size}, channels={self.channels}, "

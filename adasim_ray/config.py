@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -130,7 +130,17 @@ class PretrainConfig:
         seed: seeds the model, the data order, the augmentations and the partner sampling.
         checkpoint_every: save a checkpoint every this many epochs (and at the end).
         skip_corrupt: skip (and count) unreadable images instead of failing.
-        amp: bfloat16/float16 autocast on GPUs.
+        amp: mixed precision of the training step on GPU workers (CPU workers ignore it):
+            ``off``; ``fp16``: autocast to float16 with a GradScaler (the loss is scaled, a
+            step whose gradients overflow is skipped and the scale lowered), as DINO's
+            ``--use_fp16``; ``bf16``: autocast to bfloat16 without a scaler (float32's range;
+            Ampere GPUs or newer). Weights, optimiser state, gradients' clipping and the
+            cache's features stay float32. ``true`` / ``false`` (older configs) mean
+            ``fp16`` / ``off``.
+        sync_bn: under DDP on GPUs, turn every BatchNorm (ResNet backbones, a DINO head
+            with ``use_bn_in_head``, SimSiam's projector) into SyncBatchNorm, which
+            normalises over the global batch, as DINO's and SimSiam's references do. CPU
+            workers keep per-rank BatchNorm (SyncBatchNorm needs GPUs).
     """
 
     data: str = DEFAULT_SPEC
@@ -143,7 +153,8 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 1
     skip_corrupt: bool = False
-    amp: bool = False
+    amp: Literal["off", "fp16", "bf16"] | bool = "off"
+    sync_bn: bool = True
     adasim: BootstrapConfig = field(default_factory=BootstrapConfig)
     augment: AugmentSection = field(default_factory=AugmentSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -151,6 +162,13 @@ class PretrainConfig:
 
     def replace(self, **changes: Any) -> PretrainConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def amp_mode(self) -> str:
+        """``amp`` as ``off``, ``fp16`` or ``bf16`` (older configs' booleans mapped)."""
+        if isinstance(self.amp, bool):
+            return "fp16" if self.amp else "off"
+        return self.amp
 
     @property
     def method_config(self) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adasim_ray.cli import default_config_path, main
-from adasim_ray.config import ConfigError, dump_config, load_config, validate
+from adasim_ray.config import ConfigError, config_from_dict, dump_config, load_config, validate
 from adasim_ray.configfile import read_yaml
 
 
@@ -90,3 +90,17 @@ def test_every_experiment_config_validates():
                 validate(sweep.trial_config(point))
         else:
             load_config(path)
+
+
+@pytest.mark.parametrize(("value", "mode"), [("off", "off"), ("fp16", "fp16"), ("bf16", "bf16"),
+                                             (True, "fp16"), (False, "off")])
+def test_amp_modes_and_older_booleans(value, mode):
+    assert config_from_dict({"amp": value}).amp_mode == mode
+
+
+def test_bad_amp_and_sync_bn_name_the_field():
+    with pytest.raises(ConfigError, match="^amp: "):
+        load_config(None, ["amp=fp8"])
+    with pytest.raises(ConfigError, match="^sync_bn: "):
+        load_config(None, ["sync_bn=sometimes"])
+    assert load_config(None).sync_bn is True

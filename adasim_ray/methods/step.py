@@ -118,6 +118,7 @@ def train_step(
     partner_view: torch.Tensor,
     it: int,
     scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> StepOutput:
     """One full optimisation step at global iteration ``it``.
 
@@ -127,8 +128,10 @@ def train_step(
         anchor_view: t(x_i), (B, C, S, S).
         partner_view: t'(x_j*), (B, C, S, S); j* = i for a standard positive pair.
         it: global iteration (epoch * iters_per_epoch + step), indexes every schedule.
-        scaler: a GradScaler to train in mixed precision (autocast on the views' device);
-            None trains in float32.
+        scaler: a GradScaler, for float16 mixed precision (loss scaling); None without.
+        amp_dtype: autocast the forward pass to this dtype on the views' device (float16
+            with a scaler, bfloat16 without one); None trains in float32 (float16 when only
+            a scaler is given).
 
     Returns:
         The method's ``StepOutput``; ``monitors`` also holds the ``lr`` used.
@@ -139,8 +142,10 @@ def train_step(
     core = _unwrap(method)
     core.apply_schedules(optimizer, it)
     optimizer.zero_grad(set_to_none=True)
-    autocast = (torch.autocast(device_type=anchor_view.device.type) if scaler is not None
-                else contextlib.nullcontext())
+    if amp_dtype is None and scaler is not None:
+        amp_dtype = torch.float16
+    autocast = (torch.autocast(device_type=anchor_view.device.type, dtype=amp_dtype)
+                if amp_dtype is not None else contextlib.nullcontext())
     with autocast:
         out: StepOutput = method(anchor_view, partner_view, it)
     out = monitors_to_host(out, it, core)  # the step's one host synchronisation

@@ -78,6 +78,7 @@ class Worker:
     model: nn.Module  # ``method`` as prepared by Ray Train (DDP when world > 1)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
     faults: FaultInjector
     cache: ShardedCache | None = None
     board: Any = None
@@ -130,11 +131,15 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
 
     views = make_views(cfg, open_train_source(cfg))
     method = build_model(cfg, views, loop_config["num_images"], world)
+    if cfg.sync_bn and world > 1 and device.type == "cuda":
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = method.build_optimizer()
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    amp = cfg.amp_mode if device.type == "cuda" else "off"
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
     model = ray.train.torch.prepare_model(method)
     worker = Worker(cfg, loop_config, rank, world, device, views, method, model, optimizer,
-                    scaler, FaultInjector([], loop_config["run_dir"]))
+                    scaler, amp_dtype, FaultInjector([], loop_config["run_dir"]))
     if rank == 0:
         worker.cache = ShardedCache.by_name(loop_config["run_name"], cfg.ray.cache_shards,
                                             cfg.adasim.topk)
@@ -199,7 +204,8 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
     cfg, rank, world = worker.cfg, worker.rank, worker.world
     iters, log_every = worker.method.iters_per_epoch, int(worker.loop_config.get("log_every", 20))
     stream = ray.train.get_dataset_shard(f"train_{rank}").iter_torch_batches(
-        batch_size=cfg.batch_size // max(world, 1), drop_last=False, prefetch_batches=2
+        batch_size=cfg.batch_size // max(world, 1), drop_last=False, prefetch_batches=2,
+        device="cpu", pin_memory=worker.device.type == "cuda",
     )
     losses, z_stds, entropies, lr = [], [], [], float("nan")
     step, images, steady_t0, steady_images, first_batch_s = 0, 0, None, 0, float("nan")
@@ -242,10 +248,16 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
 
 def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOutput:
     """One DDP step on a batch of pairs; the anchors' features of all ranks go to rank 0,
-    which sends them to the cache shards without waiting for the answer."""
-    anchor = batch["anchor"].to(worker.device, non_blocking=True)
-    partner = batch["partner"].to(worker.device, non_blocking=True)
-    out = train_step(worker.model, worker.optimizer, anchor, partner, it, worker.scaler)
+    which sends them to the cache shards without waiting for the answer.
+
+    The views arrive as uint8 (pinned on a GPU worker) and are normalised on the device.
+    Host synchronisations per step: the monitors (one, in ``train_step``), a GradScaler's
+    overflow check (fp16 only), and on rank 0 the copy of the gathered ids and features
+    for the cache; the ``all_gather`` of the other ranks does not wait on the host."""
+    anchor = worker.views.normalize(batch["anchor"].to(worker.device, non_blocking=True))
+    partner = worker.views.normalize(batch["partner"].to(worker.device, non_blocking=True))
+    out = train_step(worker.model, worker.optimizer, anchor, partner, it, worker.scaler,
+                     worker.amp_dtype)
     ids = _gather(batch["anchor_id"].to(worker.device), worker.world)
     feats = _gather(out.anchor_feature.float(), worker.world)
     if worker.cache is not None:

@@ -108,8 +108,10 @@ class PairFetcher:
         # than one seeded call per image (measured).
         state = np.random.SeedSequence([self.cfg.seed, self._epoch, int(positions[0])])
         gen = torch.Generator().manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> 1))
-        anchor_views = self.views.views(anchor_images, 0, gen)
-        partner_views = self.views.views(partner_images, 1, gen)
+        # uint8 crops: a quarter of float32's bytes through the object store; the Train
+        # worker normalises them on its device (GlobalViews.normalize)
+        anchor_views = self.views.views(anchor_images, 0, gen, normalize=False)
+        partner_views = self.views.views(partner_images, 1, gen, normalize=False)
         return {
             "anchor_id": anchors,
             "partner_id": partners,
