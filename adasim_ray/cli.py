@@ -83,6 +83,8 @@ def _add_eval(sub: Any) -> None:
     e.add_argument("--no-linear", action="store_true", help="skip the linear probe")
     e.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", help="where features, k-NN and the probe run: cuda, cuda:1, cpu "
+                   "(default: cuda when there is a GPU, else cpu)")
     e.add_argument("--json", action="store_true", help="last line: one JSON object")
     e.set_defaults(handler="adasim_ray.commands.evaluate:cmd_eval")
 

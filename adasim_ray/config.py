@@ -85,7 +85,10 @@ class RaySection:
         address: Ray cluster address; None = join a running cluster if RAY_ADDRESS is set or
             one is running here (``auto``), else start a local Ray.
         num_workers: Ray Train workers (DDP ranks). 0 runs the loop in the driver (tests).
-        use_gpu: one GPU per worker (NCCL); else gloo on CPU.
+        use_gpu: a GPU per worker (NCCL); else gloo on CPU.
+        gpus_per_worker: GPUs reserved per Train worker with ``use_gpu``: 1, or a fraction
+            so that the cache shards share the worker's GPU (one GPU for everything, as
+            ``benchmarks/gpu_check.py`` runs).
         cpus_per_worker: CPUs reserved per Train worker.
         cache_shards: S, cache/window shard actors, each owning a contiguous id range.
         cache_shard_gpus: GPUs per shard actor (put Z on a GPU: queries in milliseconds).
@@ -100,6 +103,7 @@ class RaySection:
     address: str | None = None
     num_workers: int = 1
     use_gpu: bool = False
+    gpus_per_worker: float = 1.0
     cpus_per_worker: float = 1.0
     cache_shards: int = 1
     cache_shard_gpus: float = 0.0
@@ -286,6 +290,10 @@ def validate(
     for name in ("cpus_per_worker", "cache_shard_gpus", "cache_shard_cpus", "fetch_cpus"):
         if getattr(r, name) < 0:
             raise ConfigError(f"ray.{name}: must be >= 0, got {getattr(r, name)}")
+    g = r.gpus_per_worker
+    if not (0 < g <= 1 or (g > 1 and g == int(g))):  # what Ray accepts for one actor
+        raise ConfigError(f"ray.gpus_per_worker: a fraction in (0, 1] or a whole number of "
+                          f"GPUs, got {g}")
     if r.num_workers and cfg.batch_size % r.num_workers:
         raise ConfigError(
             f"batch_size: {cfg.batch_size} is not divisible by ray.num_workers={r.num_workers}"

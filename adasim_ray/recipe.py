@@ -1,4 +1,4 @@
-"""From a validated config to the parts of a run: sources, views, backbone, method, evaluation.
+"""From a validated config to the parts of a run: sources, views, backbone, method.
 
 Plain PyTorch: the Ray layer, the evaluation command and the benchmarks build their models here,
 so that a checkpoint always meets the same architecture that wrote it.
@@ -17,7 +17,6 @@ from adasim_ray.augmentations import GlobalViews
 from adasim_ray.backbones import build_backbone
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource, first_images, open_source
-from adasim_ray.evaluation.protocol import evaluate_backbone
 from adasim_ray.methods import build_registered
 
 
@@ -68,30 +67,6 @@ def build_model(
         epochs=cfg.epochs,
         iters_per_epoch=iters_per_epoch(num_images, cfg.batch_size, world),
         batch_size=cfg.batch_size,
-    )
-
-
-def knn_evaluation(
-    backbone: nn.Module,
-    cfg: PretrainConfig,
-    sources: tuple[ImageSource, ImageSource],
-    views: GlobalViews,
-    *,
-    final: bool = False,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
-    """k-NN (and at the end linear probe and few-shot) of ``backbone`` on the eval sources."""
-    return evaluate_backbone(
-        backbone,
-        sources[0],
-        sources[1],
-        views.eval_transform,
-        device=device,
-        linear=final and cfg.eval.linear,
-        fewshot=final and cfg.eval.fewshot,
-        seed=cfg.seed,
-        k=cfg.eval.knn_k,
-        T=cfg.eval.knn_temperature,
     )
 
 

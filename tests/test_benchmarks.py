@@ -32,3 +32,23 @@ def test_cache_query_quick_prints_the_json_keys():
         assert key in result and result[key] > 0, key
     assert result["sharded_equals_whole"] is True
     assert result["ids_agree_with_faiss"] > 0.99
+
+
+def test_gpu_check_quick_runs_the_whole_check_on_the_cpu():
+    """The GPU check's every part on the CPU (a small ConvNet at 32 px): the engine compared
+    across devices, a run stopped after one epoch and resumed, the bare loop."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=900,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["device"] == "cpu"
+    assert result["engine_ids_equal"] and result["engine_window_equal"]
+    assert result["engine_plan_equal"] and result["engine_tied_rows"] > 0
+    assert result["cnn_tiny_cpu_resumed_ok"] is True
+    for key in ("ray_images_per_s", "bare_images_per_s", "ray_vs_bare", "cache_share"):
+        assert result[f"cnn_tiny_cpu_{key}"] > 0, key

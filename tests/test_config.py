@@ -104,3 +104,11 @@ def test_bad_amp_and_sync_bn_name_the_field():
     with pytest.raises(ConfigError, match="^sync_bn: "):
         load_config(None, ["sync_bn=sometimes"])
     assert load_config(None).sync_bn is True
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5"])
+def test_gpus_per_worker_is_a_fraction_or_whole_gpus(value):
+    with pytest.raises(ConfigError, match="^ray.gpus_per_worker: "):
+        load_config(None, [f"ray.gpus_per_worker={value}"])
+    assert load_config(None, ["ray.gpus_per_worker=0.5"]).ray.gpus_per_worker == 0.5
+    assert load_config(None, ["ray.gpus_per_worker=2"]).ray.gpus_per_worker == 2.0

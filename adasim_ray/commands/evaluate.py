@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from adasim_ray.augmentations import GlobalViews
 from adasim_ray.backbones import build_backbone
 from adasim_ray.config import config_from_dict
@@ -44,10 +46,25 @@ def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
     return model.eval_backbone(), cfg
 
 
+def _device(name: str | None) -> torch.device:
+    """``--device``, checked: a torch device that this machine has."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: {name!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device: {name} asked for, but this machine has no CUDA GPU")
+    return device
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     train = first_images(open_source(args.data, "train"), args.max_train)
     test = first_images(open_source(args.data, "test"), args.max_test)
-    protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed}
+    device = _device(args.device)
+    protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed,
+                "device": device}
     if args.raw_pixels:
         what = "raw pixels"
         result = evaluate_raw_pixels(train, test, size=train.native_size or 224, **protocol)
@@ -63,6 +80,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
             what = f"{args.random_init} at random init"
         result = evaluate_backbone(backbone, train, test, views.eval_transform, **protocol)
+    result["device"] = str(device)
     result["features"] = what
     result["data"] = args.data
     print(f"{what} on {args.data}: n_train={result['n_train']} n_test={result['n_test']}")

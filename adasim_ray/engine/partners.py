@@ -16,7 +16,7 @@ is paired with the anchor view t(x_i). Four modes, one switch (``BootstrapConfig
 Plans are computed from *past* epochs only (as the authors' code does), so the whole epoch's
 pairing is known when the epoch starts and partner images can be fetched ahead of time.
 Everything is vectorised over images, in chunks of rows so that memory stays a small multiple of
-the window's own size.
+the window's own size, and runs on the host, where the window lives (``window.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Eq. 8 averages the similarity over the last w epochs; Section 3.4 keeps only each epoch's top-K
 support S^(e) of an image, so the window is a ring buffer of shape (N, w, K) with int32 ids and
 fp16 (or fp32) similarities, never an N x N object. At ImageNet scale (N = 1,281,167, w = 50,
-K = 10) that is 3.8 GB with int32 + fp16, held once and sharded like the cache.
+K = 10) that is 3.8 GB with int32 + fp16, held once and sharded like the cache. It lives in the
+host memory of its shard by design (its buffers say ``device="cpu"``), also when the cache
+rows are on a GPU: the epoch plan that reads it sorts with numpy (``partners.py``).
 
 Epoch life cycle: :meth:`record` fills the slot of the running epoch; :meth:`end_epoch` closes
 it (the partner plan of the next epoch is then computed from the closed slots); the next

@@ -13,6 +13,7 @@ user compares against to see what pretraining bought.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -85,8 +86,11 @@ def extract_features(
     device: torch.device | str | None = None,
     *,
     progress: ProgressFn | None = None,
+    rows: tuple[int, int] | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features of a frozen backbone over a whole split, L2-normalised (DINO's eval_knn).
+    """Features of a frozen backbone over a split (or its rows ``[lo, hi)``: one rank's
+    share), L2-normalised (DINO's eval_knn).
 
     The backbone runs in eval mode (BatchNorm uses running statistics, no dropout) under
     ``torch.inference_mode``; its previous train/eval state is restored afterwards, so this
@@ -102,10 +106,13 @@ def extract_features(
         device: Where to run. ``None`` runs where the backbone's parameters live; another
             device moves the backbone there (in place, as ``nn.Module.to`` does).
         progress: Optional ``progress(done, total)`` called after each chunk.
+        rows: only the images ``lo .. hi - 1`` (``None``: all of them).
+        amp_dtype: run the backbone under autocast to this dtype (float16, bfloat16);
+            the features are normalised in float32.
 
     Returns:
         ``(features, labels)``: float32 [N, d] with unit rows (an all-zero output stays
-        zero), and int64 [N] labels or ``None`` if the source has none.
+        zero), and int64 [N] labels or ``None`` if the source has none (N: the rows').
 
     Raises:
         ValueError: empty source, bad ``batch_size``, a backbone output that is not
@@ -115,9 +122,13 @@ def extract_features(
         >>> feats, labels = extract_features(model.eval_backbone(), source,
         ...                                  views.eval_transform, batch_size=512)
     """
-    n = len(source)
-    if n == 0:
+    if len(source) == 0:
         raise ValueError("cannot extract features from an empty source")
+    lo, hi = rows if rows is not None else (0, len(source))
+    n = hi - lo
+    if not 0 <= lo < hi <= len(source):
+        raise ValueError(f"rows [{lo}, {hi}) are not a non-empty range of the source's "
+                         f"{len(source)} images")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     transform = transform or to_chw_float
@@ -127,13 +138,18 @@ def extract_features(
         device = torch.device(device)
         backbone.to(device)
     labels = source_labels(source)
+    if labels is not None:
+        labels = labels[lo:hi]
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
 
     was_training = backbone.training
     backbone.eval()
     out: np.ndarray | None = None
     try:
-        with torch.inference_mode():
-            for indices in iter_chunks(n, batch_size):
+        with torch.inference_mode(), autocast:
+            for local in iter_chunks(n, batch_size):
+                indices = local + lo
                 images = source.load_many(indices)
                 if len(images) != len(indices):
                     raise ValueError(
@@ -154,9 +170,9 @@ def extract_features(
                 feats = F.normalize(feats.float(), dim=1, p=2)
                 if out is None:
                     out = np.empty((n, feats.shape[1]), dtype=np.float32)
-                out[indices[0] : indices[-1] + 1] = feats.cpu().numpy()
+                out[local[0] : local[-1] + 1] = feats.cpu().numpy()
                 if progress is not None:
-                    progress(int(indices[-1]) + 1, n)
+                    progress(int(local[-1]) + 1, n)
     finally:
         backbone.train(was_training)
     assert out is not None  # n >= 1 guarantees one chunk

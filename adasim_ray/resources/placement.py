@@ -39,19 +39,20 @@ def run_bundles(cfg: Any) -> list[Bundle]:
 
     With ``ray.num_workers=0`` the training loop runs in the driver process (or in a sweep
     trial's function, which reserves no CPU), outside any Ray reservation; it still keeps
-    ``ray.cpus_per_worker`` CPUs (and the GPU, with ``ray.use_gpu``) of its machine busy, so
+    ``ray.cpus_per_worker`` CPUs (and its GPUs, with ``ray.use_gpu``) of its machine busy, so
     it is counted as one bundle of a worker's size.
 
     Examples:
         >>> from types import SimpleNamespace
         >>> ray = SimpleNamespace(cache_shards=1, cache_shard_cpus=0.0, cache_shard_gpus=0.0,
-        ...     num_workers=0, cpus_per_worker=2.0, use_gpu=False, fetch_actors=1,
+        ...     num_workers=0, cpus_per_worker=2.0, use_gpu=False, gpus_per_worker=1.0,
+        ...     fetch_actors=1,
         ...     fetch_cpus=0.5)
         >>> [b.what for b in run_bundles(SimpleNamespace(ray=ray))]
         ['cache shard', 'training loop (driver)', 'fetch task']
     """
     r = cfg.ray
-    gpus = 1.0 if r.use_gpu else 0.0
+    gpus = r.gpus_per_worker if r.use_gpu else 0.0
     bundles = [Bundle("cache shard", r.cache_shard_cpus, r.cache_shard_gpus)] * r.cache_shards
     if r.num_workers == 0:
         bundles.append(Bundle("training loop (driver)", r.cpus_per_worker, gpus))

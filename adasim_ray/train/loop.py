@@ -7,13 +7,15 @@ Per epoch (Algorithm 1 with the plan of past epochs, see ``adasim_ray.engine.par
 2. every rank iterates its own Ray Data stream of (t(x_i), t'(x_j*)) pairs and takes DDP steps;
    after each step the anchors' teacher features are gathered and rank 0 sends them to the
    cache shards without waiting (query before write, then record the top-K);
-3. rank 0 closes the epoch in the shards (window slot, next plan), runs the online k-NN,
+3. rank 0 closes the epoch in the shards (window slot, next plan); every rank embeds its
+   share of the images of the online k-NN (``online_eval.py``), which rank 0 runs; rank 0
    writes the checkpoint (model, optimiser, schedules' position, RNG, and the cache shards,
    once) and every rank calls ``ray.train.report`` once.
 
 The functions follow that story, as DINO's ``train_dino`` and ``train_one_epoch`` do:
 :func:`train_loop_per_worker` calls :func:`start_worker`, :func:`resume`, then per epoch
-:func:`publish_plan`, :func:`train_one_epoch`, :func:`close_epoch` (rank 0) and :func:`report`.
+:func:`publish_plan`, :func:`train_one_epoch`, :func:`evaluate_epoch`, :func:`close_epoch`
+(rank 0) and :func:`report`.
 """
 
 from __future__ import annotations
@@ -39,13 +41,7 @@ from adasim_ray.augmentations import GlobalViews
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource
 from adasim_ray.methods import StepOutput, train_step
-from adasim_ray.recipe import (
-    build_model,
-    knn_evaluation,
-    make_views,
-    open_eval_sources,
-    open_train_source,
-)
+from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
 from adasim_ray.train.cache_actor import ShardedCache
 from adasim_ray.train.checkpoint import (
     keep_local_checkpoint,
@@ -55,6 +51,7 @@ from adasim_ray.train.checkpoint import (
 )
 from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
 from adasim_ray.train.hooks import quiet_ray_console
+from adasim_ray.train.online_eval import online_evaluation
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
@@ -65,8 +62,8 @@ FINAL_KEYS = ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
 
 @dataclass
 class Worker:
-    """What one Train worker holds through the run; the last five only on rank 0, which
-    drives the cache shards, evaluates, checkpoints and logs."""
+    """What one Train worker holds through the run; the cache, the plan board, the metrics
+    log and TensorBoard only on rank 0, which drives the cache shards, checkpoints and logs."""
 
     cfg: PretrainConfig
     loop_config: dict[str, Any]
@@ -80,9 +77,9 @@ class Worker:
     scaler: torch.amp.GradScaler | None
     amp_dtype: torch.dtype | None
     faults: FaultInjector
+    eval_sources: tuple[ImageSource, ImageSource]
     cache: ShardedCache | None = None
     board: Any = None
-    eval_sources: tuple[ImageSource, ImageSource] | None = None
     metrics_log: MetricsLog | None = None
     writer: Any = None
 
@@ -103,9 +100,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         epoch_t0 = time.perf_counter()
         publish_plan(worker, epoch)
         metrics = train_one_epoch(worker, epoch, plan_metrics, epoch_t0)
+        next_plan = worker.cache.end_epoch() if worker.cache is not None else None
+        evaluation = evaluate_epoch(worker, epoch)
         ckpt_dir = None
         if worker.cache is not None:
-            plan_metrics, ckpt_dir = close_epoch(worker, epoch, metrics, epoch_t0)
+            ckpt_dir = close_epoch(worker, epoch, metrics, evaluation, next_plan, epoch_t0)
+            plan_metrics = next_plan
         report(worker, metrics, ckpt_dir, epoch)
         last = metrics
         stop_after = loop_config.get("stop_after")
@@ -139,7 +139,8 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
     model = ray.train.torch.prepare_model(method)
     worker = Worker(cfg, loop_config, rank, world, device, views, method, model, optimizer,
-                    scaler, amp_dtype, FaultInjector([], loop_config["run_dir"]))
+                    scaler, amp_dtype, FaultInjector([], loop_config["run_dir"]),
+                    open_eval_sources(cfg))
     if rank == 0:
         worker.cache = ShardedCache.by_name(loop_config["run_name"], cfg.ray.cache_shards,
                                             cfg.adasim.topk)
@@ -152,7 +153,6 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
             from torch.utils.tensorboard import SummaryWriter
 
             worker.writer = SummaryWriter(loop_config["tensorboard_dir"])
-        worker.eval_sources = open_eval_sources(cfg)
     return worker
 
 
@@ -242,6 +242,8 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
         "images_per_s": (images - steady_images) / steady_s if step > 1 else float("nan"),
         "train_s": train_s,
         "first_batch_s": first_batch_s,
+        "gpu_mem_peak_gb": (torch.cuda.max_memory_allocated(worker.device) / 1e9
+                            if worker.device.type == "cuda" else None),
         **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},
     }
 
@@ -265,28 +267,37 @@ def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOu
     return out
 
 
-def close_epoch(worker: Worker, epoch: int, metrics: dict[str, Any],
-                epoch_t0: float) -> tuple[dict[str, Any], str | None]:
-    """Rank 0 at the end of an epoch: close it in the cache shards (which plan the next),
-    evaluate, checkpoint when due, log. Returns (the next plan's metrics, the checkpoint
-    directory to report, or None). ``metrics`` gains the evaluation and timing entries."""
+def evaluate_epoch(worker: Worker, epoch: int) -> dict[str, Any] | None:
+    """The online k-NN when due (every ``eval.knn_every`` epochs and at the end, where the
+    linear probe and few-shot join it), spread over all ranks; the result on rank 0."""
     cfg = worker.cfg
-    next_plan = worker.cache.end_epoch()
     final = epoch + 1 == cfg.epochs
-    metrics["knn_top1"] = None
-    if final or (cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0):
-        result = knn_evaluation(worker.method.eval_backbone(), cfg, worker.eval_sources,
-                                worker.views, final=final, device=worker.device)
-        metrics["knn_top1"] = result["knn_top1"]
-        if final:
-            metrics.update({k: result[k] for k in FINAL_KEYS})
+    if not (final or (cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0)):
+        return None
+    return online_evaluation(
+        worker.method.eval_backbone(), cfg, worker.eval_sources, worker.views, final=final,
+        rank=worker.rank, world=worker.world, device=worker.device, amp_dtype=worker.amp_dtype,
+    )
+
+
+def close_epoch(worker: Worker, epoch: int, metrics: dict[str, Any],
+                evaluation: dict[str, Any] | None, next_plan: dict[str, Any],
+                epoch_t0: float) -> str | None:
+    """Rank 0 at the end of an epoch, once the shards have planned the next one: record
+    the evaluation, checkpoint when due, log. Returns the checkpoint directory to report,
+    or None. ``metrics`` gains the evaluation and timing entries."""
+    cfg = worker.cfg
+    final = epoch + 1 == cfg.epochs
+    metrics["knn_top1"] = None if evaluation is None else evaluation["knn_top1"]
+    if final and evaluation is not None:
+        metrics.update({k: evaluation[k] for k in FINAL_KEYS})
     metrics["cache_busy_s"] = worker.cache.busy_seconds()
     metrics["wall_s"] = time.perf_counter() - epoch_t0
     ckpt_dir = None
     if final or (epoch + 1) % cfg.checkpoint_every == 0:
         ckpt_dir = save_checkpoint(worker, epoch, metrics, next_plan)
     log_epoch(worker, metrics)
-    return next_plan, ckpt_dir
+    return ckpt_dir
 
 
 def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],

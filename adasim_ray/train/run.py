@@ -303,7 +303,7 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
             resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
-            | ({"GPU": 1} if cfg.ray.use_gpu else {}),
+            | ({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {}),
         ),
         run_config=RunConfig(
             name=plan.run_name,

@@ -53,3 +53,13 @@ def test_first_fit_placement_with_fractional_gpus():
     fit = check_fit(nodes, [*shards, Bundle("Train worker", 8.0, 0.0)], "a")
     assert not fit["fits"] and fit["unplaced"] == "1 Train worker x (8 CPU)"
     assert fit["needed"] == {"CPU": 8.0, "GPU": 1.0} and fit["available"] == {"CPU": 4, "GPU": 1}
+
+
+def test_one_gpu_shared_by_a_worker_and_its_cache_shards():
+    """gpu_check's layout: a worker on half the GPU, two shards on a quarter each."""
+    sets = ["ray.use_gpu=true", "ray.gpus_per_worker=0.5", "ray.cache_shards=2",
+            "ray.cache_shard_gpus=0.25"]
+    bundles = run_bundles(_cfg(sets))
+    assert [b.gpus for b in bundles if b.gpus] == [0.25, 0.25, 0.5]
+    assert place([Node("gpu", 16.0, 1.0)], bundles) == []
+    assert place([Node("gpu", 16.0, 1.0)], run_bundles(_cfg(sets[:1] + sets[2:])))

@@ -72,6 +72,27 @@ def test_two_worker_ddp_run_bootstraps(ray_session, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 3
     assert list(run_dir.glob("checkpoint_*")), "Ray Train kept no checkpoint"
     assert 0.0 <= rows[2]["knn_top1"] <= 1.0
+    # The k-NN was spread over both ranks (each embedded half of the images): the same
+    # figure as one process evaluating the final checkpoint's teacher on all of them.
+    assert rows[2]["knn_top1"] == knn_of_checkpoint(run_dir)
+
+
+def knn_of_checkpoint(run_dir: Path) -> float:
+    from adasim_ray.config import config_from_dict
+    from adasim_ray.configfile import read_yaml
+    from adasim_ray.evaluation.protocol import evaluate_backbone
+    from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
+    from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
+
+    cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    meta, state, _ = read_checkpoint(latest_checkpoint(run_dir), shards=False)
+    views = make_views(cfg, open_train_source(cfg))
+    model = build_model(cfg, views, int(meta["settings"]["num_images"]))
+    model.load_state_dict(state["model"])
+    memory, queries = open_eval_sources(cfg)
+    return evaluate_backbone(model.eval_backbone(), memory, queries, views.eval_transform,
+                             linear=False, fewshot=False, k=cfg.eval.knn_k,
+                             T=cfg.eval.knn_temperature)["knn_top1"]
 
 
 def test_resume_gives_the_uninterrupted_metrics(ray_session, tmp_path):
