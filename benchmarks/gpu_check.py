@@ -161,7 +161,7 @@ def bare_loop(args: argparse.Namespace, data: str, backbone: str, device: str) -
     return steps * args.batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CPU smoke run, small sizes")
     parser.add_argument("--backbones", nargs="+",
@@ -171,28 +171,27 @@ def main() -> None:
     parser.add_argument("--bare-steps", type=int, default=20)
     parser.add_argument("--fetch", type=int, default=8, help="fetch tasks (ray.fetch_actors)")
     parser.add_argument("--keep", help="keep the data and runs in this directory")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.device = "cpu" if args.quick else "cuda"
     if args.quick:
         args.backbones, args.images, args.batch, args.bare_steps = ["cnn_tiny_cpu"], 64, 16, 2
-        args.fetch, args.size, device = 1, 32, "cpu"
+        args.fetch, args.size = 1, 32
     else:
-        if not torch.cuda.is_available():
-            sys.exit("gpu_check: no CUDA device here (use --quick for the CPU smoke run)")
-        args.size, device = 224, "cuda"
+        args.size = 224
+    return args
+
+
+def run_check(args: argparse.Namespace) -> dict:
+    """Every part of the check on a running Ray; the figures as one dict."""
+    device = args.device
     t_start = time.perf_counter()
     work = Path(args.keep or tempfile.mkdtemp(prefix="adasim-gpu-check-"))
     result: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
     result.update(engine_check(device, n=1024 if args.quick else 65536))
     print(f"[gpu_check] engine: {result}", flush=True)
-
-    import ray
-
-    from adasim_ray.train.run import start_local_ray
-
     data = work / "jpegs"
     if not data.exists():
         make_jpeg_folder(data, args.images, (64, 48) if args.quick else (500, 375))
-    start_local_ray(num_cpus=2 if args.quick else None)
     try:
         for backbone in args.backbones:
             run = ray_run(args, str(data), backbone, work / "runs")
@@ -202,10 +201,25 @@ def main() -> None:
             result.update({f"{backbone}_{k}": v for k, v in run.items()})
             print(f"[gpu_check] {backbone}: {run}", flush=True)
     finally:
-        ray.shutdown()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result["wall_s"] = time.perf_counter() - t_start
+    return result
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device here (use --quick for the CPU smoke run)")
+    import ray
+
+    from adasim_ray.train.run import start_local_ray
+
+    start_local_ray(num_cpus=2 if args.quick else None)
+    try:
+        result = run_check(args)
+    finally:
+        ray.shutdown()
     print(json.dumps(result))
 
 

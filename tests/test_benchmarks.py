@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,18 +37,16 @@ def test_cache_query_quick_prints_the_json_keys():
     assert result["ids_agree_with_faiss"] > 0.99
 
 
-def test_gpu_check_quick_runs_the_whole_check_on_the_cpu():
-    """The GPU check's every part on the CPU (a small ConvNet at 32 px): the engine compared
-    across devices, a run stopped after one epoch and resumed, the bare loop."""
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        timeout=900,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+@pytest.mark.ray
+def test_gpu_check_quick_runs_the_whole_check_on_the_cpu(ray_session):
+    """The GPU check's every part on the CPU (a small ConvNet at 32 px), on the test
+    session's Ray: the engine compared across devices, a run stopped after one epoch and
+    resumed, the bare loop. (``gpu_check.py --quick`` runs the same with a Ray of its own.)"""
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    result = gpu_check.run_check(gpu_check.parse_args(["--quick"]))
+    json.dumps(result)  # the last line of the script
     assert result["device"] == "cpu"
     assert result["engine_ids_equal"] and result["engine_window_equal"]
     assert result["engine_plan_equal"] and result["engine_tied_rows"] > 0
