@@ -40,7 +40,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, option, path)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: invalid value {value!r}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        # each option's own words: "must be one of [...], got 'x'; or expected true or false"
+        reasons = [e.split(": ", 1)[1].replace(f", got {value!r}", "") for e in errors]
+        raise ConfigError(f"{path}: {'; or '.join(reasons)}; got {value!r}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
