@@ -23,22 +23,12 @@ from torch import nn
 from adasim_ray.augmentations import GlobalViews
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource
+from adasim_ray.engine.shard import shard_ranges
 from adasim_ray.evaluation.features import extract_features, source_labels
 from adasim_ray.evaluation.protocol import evaluate
 
 #: A rank prints the progress of its share of a split when the share is at least this big.
 PROGRESS_IMAGES = 20000
-
-
-def shares(n: int, world: int) -> list[tuple[int, int]]:
-    """Contiguous row ranges ``[lo, hi)`` of ``n`` images, one per rank, sizes within one.
-
-    Examples:
-        >>> shares(10, 3)
-        [(0, 4), (4, 7), (7, 10)]
-    """
-    bounds = [0, *np.cumsum([len(a) for a in np.array_split(np.arange(n), world)])]
-    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def gather_rows(part: np.ndarray, sizes: list[int], rank: int, world: int,
@@ -76,7 +66,7 @@ def online_evaluation(
     the result dict of ``evaluate`` on rank 0, None on the others."""
     features = []
     for source, what in zip(sources, ("memory", "test"), strict=True):
-        ranges = shares(len(source), world)
+        ranges = shard_ranges(len(source), world)  # the cache shards' split of ids
         lo, hi = ranges[rank]
         progress = _progress(what, hi - lo) if rank == 0 and hi - lo >= PROGRESS_IMAGES else None
         part, _ = extract_features(backbone, source, views.eval_transform, device=device,

@@ -63,3 +63,15 @@ def test_window_record_shape_is_checked():
     win = NeighbourWindow(0, 5, window=2, topk=3)
     with pytest.raises(ValueError, match="topk"):
         win.record(torch.tensor([0]), torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.4]]))
+
+
+def test_the_config_names_the_dtypes_the_engine_stores():
+    """The ``adasim`` section's dtype choices are exactly the cache's and the window's."""
+    import typing
+
+    from adasim_ray.engine.cache import CACHE_DTYPES
+    from adasim_ray.engine.config import CacheDtype, SimDtype
+    from adasim_ray.engine.window import SIM_DTYPES
+
+    assert set(typing.get_args(CacheDtype)) == set(CACHE_DTYPES)
+    assert set(typing.get_args(SimDtype)) == set(SIM_DTYPES)
