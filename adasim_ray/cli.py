@@ -78,8 +78,13 @@ def _add_eval(sub: Any) -> None:
     which.add_argument("--random-init", metavar="BACKBONE", help="a randomly initialised backbone")
     which.add_argument("--raw-pixels", action="store_true", help="flattened pixels as features")
     e.add_argument("--data", required=True, help="data set spec (train and test splits)")
-    e.add_argument("--max-train", type=int, help="use at most this many train images")
-    e.add_argument("--max-test", type=int, help="use at most this many test images")
+    e.add_argument("--max-train", type=int,
+                   help="use this many train images (a class-stratified random sample)")
+    e.add_argument("--max-test", type=int,
+                   help="use this many test images (a class-stratified random sample)")
+    e.add_argument("--subset-seed", type=int, default=0,
+                   help="seed of the --max-train / --max-test samples (default 0, as a run's "
+                        "subset_seed)")
     e.add_argument("--no-linear", action="store_true", help="skip the linear probe")
     e.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
     e.add_argument("--seed", type=int, default=0)

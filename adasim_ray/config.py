@@ -62,8 +62,10 @@ class EvalSection:
             at the end.
         knn_k: neighbours voting (20).
         knn_temperature: vote weight exp(sim / T) (0.07).
-        max_train: at most this many train images as the k-NN memory (None = all).
-        max_test: at most this many test images (None = all).
+        max_train: at most this many train images as the k-NN memory (None = all), a
+            class-stratified sample drawn with ``subset_seed``, like ``limit_images``.
+        max_test: at most this many test images (None = all), sampled the same way; the
+            few-shot episodes draw from these.
         linear: run the linear probe at the end.
         fewshot: run the 5-way 5-shot evaluation at the end.
     """
@@ -124,7 +126,12 @@ class PretrainConfig:
         data: training data set, a spec of ``adasim_ray.data.spec`` (a built-in name or
             ``KIND:PATH``).
         eval_data: evaluation data set; None = the test split of ``data``.
-        limit_images: train on the first this many images only (None = all); CPU-sized runs.
+        limit_images: train on this many images only (None = all): a random sample,
+            stratified by class, drawn with ``subset_seed`` (``adasim_ray.data.subset``);
+            CPU-sized runs.
+        subset_seed: seeds every subset of the data (``limit_images``, ``eval.max_train``,
+            ``eval.max_test``); separate from ``seed`` so that runs with different seeds
+            train and evaluate on the same images.
         method: a registered method (``adasim_ray.methods.METHODS``); its section holds its
             hyper-parameters.
         backbone: a timm model name (``resnet50``, ``vit_small_patch16_224``, ...) or a CPU
@@ -150,6 +157,7 @@ class PretrainConfig:
     data: str = DEFAULT_SPEC
     eval_data: str | None = None
     limit_images: int | None = None
+    subset_seed: int = 0
     method: str = DEFAULT_METHOD
     backbone: str = "vit_tiny_cpu"
     epochs: int = 10

@@ -16,23 +16,25 @@ from torch import nn
 from adasim_ray.augmentations import GlobalViews
 from adasim_ray.backbones import build_backbone
 from adasim_ray.config import PretrainConfig
-from adasim_ray.data import ImageSource, first_images, open_source
+from adasim_ray.data import ImageSource, open_source, sample_images
 from adasim_ray.methods import build_registered
 
 
 def open_train_source(cfg: PretrainConfig) -> ImageSource:
-    """The training split of ``cfg.data``, cut to ``cfg.limit_images`` when set."""
+    """The training split of ``cfg.data``, a stratified sample of ``cfg.limit_images`` of
+    its images when set (the same images in every run and rank: ``subset_seed``)."""
     source = open_source(cfg.data, "train", skip_corrupt=cfg.skip_corrupt)
-    return first_images(source, cfg.limit_images)
+    return sample_images(source, cfg.limit_images, cfg.subset_seed)
 
 
 def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
     """(k-NN memory, test queries): ``eval_data`` (default: ``data``) train and test splits,
-    each cut to ``eval.max_train`` / ``eval.max_test`` images."""
+    each a stratified sample of ``eval.max_train`` / ``eval.max_test`` images when set."""
     spec = cfg.eval_data or cfg.data
     train = open_source(spec, "train", skip_corrupt=cfg.skip_corrupt)
     test = open_source(spec, "test", skip_corrupt=cfg.skip_corrupt)
-    return first_images(train, cfg.eval.max_train), first_images(test, cfg.eval.max_test)
+    return (sample_images(train, cfg.eval.max_train, cfg.subset_seed, setting="eval.max_train"),
+            sample_images(test, cfg.eval.max_test, cfg.subset_seed, setting="eval.max_test"))
 
 
 def make_views(cfg: PretrainConfig, source: ImageSource) -> GlobalViews:

@@ -46,7 +46,8 @@ def test_default_config_reports_n_and_the_memory_per_shard(capsys, tmp_path):
     # The embedded demo: MNIST cut to limit_images=3000, cnn_tiny_cpu (d = 128), w = 2, K = 5,
     # Z and the window's similarities in fp16, one shard.
     assert report["num_images"] == 3000
-    assert any("N=3000" in line for line in text)
+    assert any("3000 of 60000 images (stratified sample, seed 0), 10 classes, 28 px" in line
+               and "views of 28 px" in line for line in text)
     n, d, w, k = 3000, 128, 2, 5
     expected = {
         "cache": n * d * 2,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from adasim_ray.data.spec import SPEC_HELP
-from adasim_ray.presets import default_config_path
+from adasim_ray.presets import DEMO_DATA_SIZED, default_config_path, demo_resets
 
 
 def add_set_argument(
@@ -37,8 +37,22 @@ def config_path(args: argparse.Namespace) -> str:
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
     """``--set`` in order, then ``--data`` as ``data=SPEC``: a ``--data`` wins over a
-    ``--set data=...``."""
+    ``--set data=...``.
+
+    On the embedded demo (no ``--config``) with another data set than its MNIST, the demo's
+    data-sized fields (``presets.DEMO_DATA_SIZED``: its 3,000-image limit, evaluation
+    subsets and digit crops) first go back to their defaults, and a line says so; the
+    user's own ``--set`` of any of them still wins."""
     sets = list(args.set or [])
     if args.data is not None:
         sets.append(f"data={args.data}")
+    if getattr(args, "config", None) is None and getattr(args, "resume", None) is None:
+        data = next((s.split("=", 1)[1].strip() for s in reversed(sets)
+                     if s.split("=", 1)[0].strip() == "data"), None)
+        resets = demo_resets(data)
+        if resets:
+            print(f"[adasim] the demo preset on {data}: {', '.join(DEMO_DATA_SIZED)} at their "
+                  "defaults (all images, the paper's crops); --set any of them to change it",
+                  flush=True)
+        sets = resets + sets
     return sets

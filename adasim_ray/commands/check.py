@@ -35,7 +35,7 @@ from adasim_ray.commands.args import (
     config_path,
 )
 from adasim_ray.config import load_config, validate
-from adasim_ray.data import first_images, open_source
+from adasim_ray.data import describe, open_source, sample_images
 from adasim_ray.errors import ConfigError, DataError, UserError, first_line
 from adasim_ray.recipe import make_views, open_train_source
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG, cluster_yaml_nodes
@@ -83,23 +83,25 @@ def _check_data(cfg: Any, report: dict[str, Any], problems: list[str]) -> Any:
         problems.append(f"data: {first_line(err)}")
     if source is not None:
         n = report["num_images"] = len(source)
-        limit = f" (first {cfg.limit_images} by limit_images)" if cfg.limit_images else ""
-        print(f"[check] data: {cfg.data} train split, N={n} images{limit}")
+        size = report["image_size"] = make_views(cfg, source).size
+        print(f"[check] data: train on {describe(source)}; views of {size} px")
         try:
             validate(cfg, n, labelled=source.labels is not None)
         except ConfigError as err:
             problems.append(first_line(err))
     eval_spec = cfg.eval_data or cfg.data
     for split, limit_n in (("train", cfg.eval.max_train), ("test", cfg.eval.max_test)):
-        if cfg.eval_data is None and (split == "train" or source is None):
-            continue  # the training split (checked above) or its data set, already reported
+        if cfg.eval_data is None and source is None:
+            continue  # the training data set could not be opened: already reported
         try:
-            count = len(first_images(open_source(eval_spec, split), limit_n))
+            sample = sample_images(open_source(eval_spec, split), limit_n, cfg.subset_seed,
+                                   setting=f"eval.max_{split}")
         except DataError as err:
             problems.append(f"eval data ({split} split): {first_line(err)}")
             continue
-        report[f"eval_{split}_images"] = count
-        print(f"[check] eval data: {eval_spec} {split} split, {count} images")
+        report[f"eval_{split}_images"] = len(sample)
+        role = "k-NN memory" if split == "train" else "k-NN queries"
+        print(f"[check] eval data ({role}): {describe(sample)}")
     return source
 
 

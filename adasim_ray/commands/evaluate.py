@@ -14,7 +14,7 @@ from adasim_ray.augmentations import GlobalViews
 from adasim_ray.backbones import build_backbone
 from adasim_ray.config import config_from_dict
 from adasim_ray.configfile import read_yaml
-from adasim_ray.data import first_images, open_source
+from adasim_ray.data import describe, open_source, sample_images
 from adasim_ray.errors import UserError
 from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 from adasim_ray.recipe import build_model, make_views
@@ -60,8 +60,12 @@ def _device(name: str | None) -> torch.device:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    train = first_images(open_source(args.data, "train"), args.max_train)
-    test = first_images(open_source(args.data, "test"), args.max_test)
+    train = sample_images(open_source(args.data, "train"), args.max_train, args.subset_seed,
+                          setting="--max-train")
+    test = sample_images(open_source(args.data, "test"), args.max_test, args.subset_seed,
+                         setting="--max-test")
+    print(f"[eval] memory / probe training: {describe(train)}", flush=True)
+    print(f"[eval] queries: {describe(test)}", flush=True)
     device = _device(args.device)
     protocol = {"linear": not args.no_linear, "fewshot": not args.no_fewshot, "seed": args.seed,
                 "device": device}

@@ -40,8 +40,10 @@ _EXPORTS: dict[str, str] = {
     "DataSpec": "spec",
     "open_source": "spec",
     "parse_spec": "spec",
-    "FirstImages": "subset",
-    "first_images": "subset",
+    "SampledImages": "subset",
+    "sample_images": "subset",
+    "stratified_sample": "subset",
+    "describe": "subset",
 }
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
     from adasim_ray.data.parquet import ParquetSource
     from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, SPLITS, ImageSource
     from adasim_ray.data.spec import DataSpec, open_source, parse_spec
-    from adasim_ray.data.subset import FirstImages, first_images
+    from adasim_ray.data.subset import SampledImages, describe, sample_images, stratified_sample
 
 
 __all__ = [
@@ -67,16 +69,18 @@ __all__ = [
     "DataError",
     "DataSpec",
     "DigitsSource",
-    "FirstImages",
+    "SampledImages",
     "FolderSource",
     "ImageSource",
     "IndexedDataset",
     "MnistSource",
     "ParquetSource",
     "convert_folder_to_parquet",
-    "first_images",
+    "describe",
     "open_source",
     "parse_spec",
+    "sample_images",
+    "stratified_sample",
 ]
 
 

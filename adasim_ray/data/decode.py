@@ -55,6 +55,35 @@ def decode_image(data: bytes | Path, what: str) -> np.ndarray:
     return np.array(rgb, dtype=np.uint8)
 
 
+HEADER_SAMPLE = 256
+
+
+def native_size_from_headers(
+    items: Sequence[T], read: Callable[[T], bytes | Path], sample: int = HEADER_SAMPLE
+) -> int | None:
+    """The side shared by the images of ``items`` when they are square and of one size,
+    else None, from the headers (no pixel decoded) of up to ``sample`` of them spread
+    evenly over the split: a few milliseconds at any N. The size only picks the default
+    training size (a view is cropped and resized to it whatever an image's own size), so
+    an odd image outside the sample costs nothing but a resize. A header that cannot be
+    read counts as a mixed size (the image's own decode reports it)."""
+    if not items:
+        return None
+    picks = np.unique(np.linspace(0, len(items) - 1, min(sample, len(items))).astype(np.int64))
+    sizes = set()
+    for k in picks:
+        data = read(items[int(k)])
+        try:
+            with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+                sizes.add(image.size)
+        except Exception:  # noqa: BLE001 - an unreadable header only means "unknown size"
+            return None
+        if len(sizes) > 1:
+            return None
+    (width, height), = sizes
+    return int(width) if width == height else None
+
+
 def find_undecodable(
     items: Sequence[T],
     read: Callable[[T], bytes | Path],

@@ -13,6 +13,8 @@ a single split (see :mod:`adasim_ray.data.layout`). Inside a split folder:
   (``labels`` is ``None``); one mixing loose images and class folders is an error.
 
 Images are decoded lazily in :meth:`FolderSource.load`, always to RGB (:mod:`decode`).
+``native_size`` is the side of the images when a sample of their headers is all one square
+size (:func:`~adasim_ray.data.decode.native_size_from_headers`), else None (224 px views).
 
 Corrupt files. Finding them needs a full decode of every file, far too slow to do on every
 open of ImageNet, so by default a corrupt file raises a :class:`DataError` naming it when it
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adasim_ray.data.decode import decode_image, find_undecodable
+from adasim_ray.data.decode import decode_image, find_undecodable, native_size_from_headers
 from adasim_ray.data.errors import DataError
 from adasim_ray.data.layout import existing_root, resolve_split, split_layout
 from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, ImageSource
@@ -156,7 +158,10 @@ class FolderSource(ImageSource):
         self.channels = 3
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
-        self.native_size = None
+        self.native_size = native_size_from_headers(files, Path)
+
+    def encoded(self, index: int) -> str:
+        return self.files[self._check_index(index)]
 
     def __len__(self) -> int:
         return len(self.files)

@@ -40,7 +40,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adasim_ray.data.decode import decode_image, find_undecodable, one_line
+from adasim_ray.data.decode import (
+    decode_image,
+    find_undecodable,
+    native_size_from_headers,
+    one_line,
+)
 from adasim_ray.data.errors import DataError
 from adasim_ray.data.layout import existing_root, resolve_split
 from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, ImageSource
@@ -206,7 +211,7 @@ class ParquetSource(ImageSource):
         self.channels = 3
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
-        self.native_size = None
+        self.native_size = native_size_from_headers(range(len(self._images)), self._bytes)
 
     def _labels(self, column: pa.ChunkedArray) -> np.ndarray | None:
         if column.null_count == len(column):
@@ -244,6 +249,9 @@ class ParquetSource(ImageSource):
 
     def _bytes(self, row: int) -> bytes:
         return self._images[row].as_py()
+
+    def encoded(self, index: int) -> bytes:
+        return self._bytes(self._check_index(index))
 
     def __len__(self) -> int:
         return len(self._images)

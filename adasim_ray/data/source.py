@@ -95,6 +95,13 @@ class ImageSource(ABC):
         idx = self._check_indices(indices)
         return [self._load(int(i)) for i in idx]
 
+    def encoded(self, index: int) -> bytes | str | None:
+        """Image ``index`` still encoded: its bytes, or the path of its file; ``None`` for a
+        source that holds decoded arrays. The training views read the header first and
+        decode at a reduced scale where the crop allows (``adasim_ray.augmentations``)."""
+        self._check_index(index)
+        return None
+
     def label(self, index: int) -> int | None:
         """Class id of image ``index``, or ``None`` when the source has no labels."""
         index = self._check_index(index)

@@ -26,7 +26,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
-from adasim_ray.data import DataError, ImageSource
+from adasim_ray.data import DataError, ImageSource, describe
 from adasim_ray.recipe import (
     build_backbone_for,
     labels_of,
@@ -123,9 +123,9 @@ def user_error(err: BaseException) -> Exception | None:
     return None
 
 
-def check_eval_labels(cfg: PretrainConfig) -> None:
+def check_eval_labels(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
     """The online k-NN (and the final evaluation) need labelled eval images: say so at start,
-    not after the first epoch."""
+    not after the first epoch. Returns the (memory, queries) splits."""
     memory, queries = open_eval_sources(cfg)
     for source in (memory, queries):
         if source.labels is None:
@@ -133,6 +133,7 @@ def check_eval_labels(cfg: PretrainConfig) -> None:
                 f"eval_data: {source.name} has no labels, and the k-NN evaluation needs them; "
                 "set eval_data to a labelled data set (e.g. class folders)"
             )
+    return memory, queries
 
 
 def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
@@ -205,8 +206,12 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     source = open_train_source(cfg)
     num_images = len(source)
     validate(cfg, num_images, labelled=source.labels is not None)
-    check_eval_labels(cfg)
-    backbone, feat_dim = build_backbone_for(cfg, make_views(cfg, source))
+    memory, queries = check_eval_labels(cfg)
+    views = make_views(cfg, source)
+    print(f"[adasim] train: {describe(source)}; views of {views.size} px", flush=True)
+    print(f"[adasim] k-NN memory: {describe(memory)}", flush=True)
+    print(f"[adasim] k-NN queries: {describe(queries)}", flush=True)
+    backbone, feat_dim = build_backbone_for(cfg, views)
     settings = key_settings(cfg, num_images, feat_dim)
     faults = fault_spec()
     if resume is not None:

@@ -34,8 +34,11 @@ def test_set_is_one_option_in_every_command():
 
 
 def test_overrides_put_data_last_and_config_defaults_to_the_demo():
-    args = argparse.Namespace(set=["data=mnist", "epochs=3"], data="digits", config=None)
+    args = argparse.Namespace(set=["data=mnist", "epochs=3"], data="digits", config="x.yaml")
     assert config_overrides(args) == ["data=mnist", "epochs=3", "data=digits"]
+    args.config = None  # the demo on digits: its MNIST sizing goes first, the user's after
+    assert config_overrides(args)[-3:] == ["data=mnist", "epochs=3", "data=digits"]
+    assert config_overrides(args)[0] == "limit_images=null"
     assert config_overrides(argparse.Namespace(set=None, data=None)) == []
     assert config_path(args) == str(default_config_path())
     assert config_path(argparse.Namespace(config="x.yaml")) == "x.yaml"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adasim_ray.data import DataError, DataSpec, MnistSource, first_images, open_source, parse_spec
+from adasim_ray.data import DataError, DataSpec, MnistSource, open_source, parse_spec, sample_images
 
 
 def test_data_error_is_a_value_error() -> None:
@@ -87,5 +87,5 @@ def test_only_digits_change_meaning_when_mirrored(split_folder) -> None:
     digits = open_source("digits", "train")
     assert folder.mirror_invariant and not digits.mirror_invariant
     assert not MnistSource.mirror_invariant  # read from the class: no need to load MNIST
-    assert not first_images(digits, 10).mirror_invariant  # a prefix keeps its source's
-    assert first_images(folder, 2).mirror_invariant
+    assert not sample_images(digits, 10).mirror_invariant  # a sample keeps its source's
+    assert sample_images(folder, 2).mirror_invariant
