@@ -53,3 +53,18 @@ def test_gpu_check_quick_runs_the_whole_check_on_the_cpu(ray_session):
     assert result["cnn_tiny_cpu_resumed_ok"] is True
     for key in ("ray_images_per_s", "bare_images_per_s", "ray_vs_bare", "cache_share"):
         assert result[f"cnn_tiny_cpu_{key}"] > 0, key
+
+
+def test_pipeline_quick_measures_both_loaders_on_folder_and_parquet():
+    """benchmarks/pipeline.py end to end at 64 px: both formats, both loaders, the keys."""
+    spec = importlib.util.spec_from_file_location("pipeline", ROOT / "benchmarks" / "pipeline.py")
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    result = pipeline.run_benchmark(pipeline.parse_args(["--quick"]))
+    json.dumps(result)
+    for figures in (result, *result["by_format"].values()):
+        assert figures["views_per_core"] > 0 and figures["reference_views_per_core"] > 0
+        assert figures["ratio"] == pytest.approx(
+            figures["views_per_core"] / figures["reference_views_per_core"], rel=0.01)
+        assert figures["bytes_per_view"] == 3 * 64 * 64  # uint8 out of the fetch
+    assert set(result["by_format"]) == {"folder", "parquet"}

@@ -163,9 +163,11 @@ class FolderSource(ImageSource):
     def encoded(self, index: int) -> str:
         return self.files[self._check_index(index)]
 
+    def where(self, index: int) -> str:
+        return f"{self.name}: {self.files[self._check_index(index)]}"
+
     def __len__(self) -> int:
         return len(self.files)
 
     def _load(self, index: int) -> np.ndarray:
-        path = self.files[index]
-        return decode_image(Path(path), f"{self.name}: {path}")
+        return decode_image(Path(self.files[index]), self.where(index))

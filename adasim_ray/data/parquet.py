@@ -253,9 +253,12 @@ class ParquetSource(ImageSource):
     def encoded(self, index: int) -> bytes:
         return self._bytes(self._check_index(index))
 
+    def where(self, index: int) -> str:
+        shard = self.shards[self._shard_of[self._check_index(index)]].name
+        return f"{self.name}: shard {shard} row index {index}"
+
     def __len__(self) -> int:
         return len(self._images)
 
     def _load(self, index: int) -> np.ndarray:
-        shard = self.shards[self._shard_of[index]].name
-        return decode_image(self._bytes(index), f"{self.name}: shard {shard} row index {index}")
+        return decode_image(self._bytes(index), self.where(index))

@@ -102,6 +102,10 @@ class ImageSource(ABC):
         self._check_index(index)
         return None
 
+    def where(self, index: int) -> str:
+        """Where image ``index`` lives, for messages: its file, or its shard and row."""
+        return f"{self.name}: image {index}"
+
     def label(self, index: int) -> int | None:
         """Class id of image ``index``, or ``None`` when the source has no labels."""
         index = self._check_index(index)

@@ -94,6 +94,9 @@ class SampledImages(ImageSource):
     def encoded(self, index: int) -> bytes | str | None:
         return self.source.encoded(int(self.positions[self._check_index(index)]))
 
+    def where(self, index: int) -> str:
+        return self.source.where(int(self.positions[self._check_index(index)]))
+
 
 def sample_images(source: ImageSource, n: int | None, seed: int = 0, *,
                   setting: str = "limit_images") -> ImageSource:

@@ -25,7 +25,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,8 @@ class Worker:
     board: Any = None
     metrics_log: MetricsLog | None = None
     writer: Any = None
+    # the float32 views of the last step, rewritten in place by the next (GlobalViews.normalize)
+    view_buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
 
     @property
     def run_dir(self) -> str:
@@ -256,8 +258,11 @@ def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOu
     Host synchronisations per step: the monitors (one, in ``train_step``), a GradScaler's
     overflow check (fp16 only), and on rank 0 the copy of the gathered ids and features
     for the cache; the ``all_gather`` of the other ranks does not wait on the host."""
-    anchor = worker.views.normalize(batch["anchor"].to(worker.device, non_blocking=True))
-    partner = worker.views.normalize(batch["partner"].to(worker.device, non_blocking=True))
+    buffers = worker.view_buffers
+    anchor = buffers[0] = worker.views.normalize(
+        batch["anchor"].to(worker.device, non_blocking=True), buffers[0])
+    partner = buffers[1] = worker.views.normalize(
+        batch["partner"].to(worker.device, non_blocking=True), buffers[1])
     out = train_step(worker.model, worker.optimizer, anchor, partner, it, worker.scaler,
                      worker.amp_dtype)
     ids = _gather(batch["anchor_id"].to(worker.device), worker.world)

@@ -10,7 +10,7 @@ scheduling: runs are reproducible.
 
 Fetching by index: Ray Data has no fast random access of its own, so the fetch stage is a
 ``map_batches`` task whose process keeps the image source opened once (MNIST is an in-memory
-array, Parquet a combined in-memory Arrow table, a folder decodes files on demand) and takes rows
+array, Parquet a combined in-memory Arrow table, a folder reads files on demand) and takes rows
 by index; decoding and augmentation happen there, off the training loop. (Tasks, not an actor
 pool: Ray Data rebuilds an actor pool at every epoch.)
 """
@@ -97,21 +97,13 @@ class PairFetcher:
         positions = self.rank * self.per_rank + batch["data"].astype(np.int64)
         anchors = self._order[positions]
         partners = self._plan[anchors]
-        anchor_images = self.source.load_many(anchors)
-        # the anchor's image serves both views where j* = i (no second load or decode)
-        partner_images = list(anchor_images)
-        others = np.flatnonzero(partners != anchors)
-        for k, image in zip(others, self.source.load_many(partners[others]), strict=True):
-            partner_images[k] = image
         # One generator per batch, seeded by (seed, epoch, first position): batches are fixed
-        # blocks of positions, so the views are reproducible; batched views run ~2.5x faster
-        # than one seeded call per image (measured).
-        state = np.random.SeedSequence([self.cfg.seed, self._epoch, int(positions[0])])
-        gen = torch.Generator().manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> 1))
-        # uint8 crops: a quarter of float32's bytes through the object store; the Train
-        # worker normalises them on its device (GlobalViews.normalize)
-        anchor_views = self.views.views(anchor_images, 0, gen, normalize=False)
-        partner_views = self.views.views(partner_images, 1, gen, normalize=False)
+        # blocks of positions, so the views are reproducible. The views decode each image
+        # once (once for both views where j* = i) and leave as uint8 crops, a quarter of
+        # float32's bytes through the object store; the Train worker normalises them on its
+        # device (GlobalViews.normalize).
+        rng = np.random.default_rng([self.cfg.seed, self._epoch, int(positions[0])])
+        anchor_views, partner_views = self.views.pair_views(self.source, anchors, partners, rng)
         return {
             "anchor_id": anchors,
             "partner_id": partners,

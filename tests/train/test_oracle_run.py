@@ -13,7 +13,7 @@ from PIL import Image
 
 from adasim_ray.cli import main
 from adasim_ray.config import load_config
-from adasim_ray.data import open_source
+from adasim_ray.data import open_source, stratified_sample
 from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
 from adasim_ray.train.rundir import MetricsLog
 
@@ -54,7 +54,8 @@ def test_oracle_run_follows_the_schedule_and_pairs_within_classes(ray_session, t
 
     _, _, shards = read_checkpoint(latest_checkpoint(summary["run_dir"]))
     partners = np.concatenate([s["partners"].numpy() for s in shards])
-    labels = open_source("digits", "train").labels[:320]
+    labels = open_source("digits", "train").labels[stratified_sample(
+        open_source("digits", "train").labels, len(open_source("digits", "train")), 320, 0)]
     assert np.array_equal(labels[partners], labels)
     assert (partners != np.arange(320)).all()
     assert shards[0]["window"]["epochs_closed"] == 3
