@@ -59,12 +59,9 @@ def test_jitter_chain_is_torchvisions_colour_jitter():
         ours = P.jitter_chain(image.reshape(-1, 3).T.astype(np.float32) / 255, order, factors,
                               image.shape[0] * image.shape[1], grayscale=seed % 2 == 0)
         x = torch.from_numpy(image).permute(2, 0, 1).float() / 255
-        ops = [lambda t: TF.adjust_brightness(t, factors[0]),
-               lambda t: TF.adjust_contrast(t, factors[1]),
-               lambda t: TF.adjust_saturation(t, factors[2]),
-               lambda t: TF.adjust_hue(t, factors[3])]
+        ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
         for op in order:
-            x = ops[op](x)
+            x = ops[op](x, float(factors[op]))
         if seed % 2 == 0:
             x = TF.rgb_to_grayscale(x, num_output_channels=3)
         theirs = x.reshape(3, -1).numpy()
@@ -126,11 +123,11 @@ def test_crop_box_follows_random_resized_crop():
     areas, ratios = [], []
     for _ in range(2000):
         left, top, w, h = crop_box(500, 375, (0.25, 1.0), rng.random(CROP_DRAWS))
-        assert 0 <= left and left + w <= 500 and 0 <= top and top + h <= 375
+        assert left >= 0 and left + w <= 500 and top >= 0 and top + h <= 375
         areas.append(w * h / (500 * 375))
         ratios.append(w / h)
-    assert 0.24 < min(areas) and max(areas) <= 1.0
-    assert 3 / 4 - 0.02 < min(ratios) and max(ratios) < 4 / 3 + 0.02
+    assert min(areas) > 0.24 and max(areas) <= 1.0
+    assert min(ratios) > 3 / 4 - 0.02 and max(ratios) < 4 / 3 + 0.02
     # no draw fits a 1000 x 10 strip: the largest centred crop of aspect 4/3
     assert crop_box(1000, 10, (0.9, 1.0), np.full(CROP_DRAWS, 0.99)) == (493, 0, 13, 10)
 
