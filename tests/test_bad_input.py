@@ -76,6 +76,9 @@ def _duplicates(root: Path) -> str:
 
 # (input, argv builder, words the one line must contain)
 ROWS = [
+    # never placeable on this Ray: one line naming the field before Ray is asked
+    ("more CPUs than any node", lambda r: [*DIGITS, "--set", "ray.cpus_per_worker=1000"],
+     ["ray.cpus_per_worker", "asks 1000 CPUs", "cannot grow"]),
     ("unknown key", lambda r: [*DIGITS, "--set", "adasim.tauu=1"], ["adasim.tauu"]),
     ("wrong type", lambda r: [*DIGITS, "--set", "epochs=many"], ["epochs"]),
     ("tau < 0", lambda r: [*DIGITS, "--set", "adasim.tau=-0.5"], ["adasim.tau"]),

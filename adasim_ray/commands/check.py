@@ -47,6 +47,7 @@ from adasim_ray.resources.placement import (
     local_nodes,
     ray_nodes,
     run_bundles,
+    shortfall,
 )
 from adasim_ray.resources.storage import probe_storage
 
@@ -150,9 +151,11 @@ def _check_resources(
     if not explicit and address and Path(BOOTSTRAP_CONFIG).expanduser().is_file():
         cluster_yaml = str(Path(BOOTSTRAP_CONFIG).expanduser())
     fits: list[dict[str, Any]] = []
+    verdict_nodes: list[Any] = []
     if address:
         try:
-            fits.append(check_fit(ray_nodes(address), bundles, f"the Ray cluster at {address}"))
+            verdict_nodes = ray_nodes(address)
+            fits.append(check_fit(verdict_nodes, bundles, f"the Ray cluster at {address}"))
         except Exception as err:  # connection refused, authentication, timeouts
             problems.append(
                 f"ray.address: cannot connect to Ray at {address}: {first_line(err)} "
@@ -166,9 +169,11 @@ def _check_resources(
                 raise  # a bad --cluster argument: the user's input
             problems.append(str(err))
         else:
+            verdict_nodes = nodes
             fits.append(check_fit(nodes, bundles, f"{cluster_yaml} at max_workers"))
     if not address and cluster_yaml is None:
-        fits.append(check_fit(local_nodes(), bundles, "this machine"))
+        verdict_nodes = local_nodes()
+        fits.append(check_fit(verdict_nodes, bundles, "this machine"))
     for fit in fits:
         print(f"[check] {_fit_line(fit, bundles)}")
     report["resources"] = fits
@@ -181,7 +186,7 @@ def _check_resources(
         )
         problems.append(
             f"resources: the run does not fit {verdict['where']}: "
-            f"{verdict['unplaced']} left over{hint}"
+            f"{shortfall(cfg, verdict_nodes)}{hint}"
         )
 
 

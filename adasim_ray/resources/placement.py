@@ -130,15 +130,69 @@ def ray_nodes(address: str) -> list[Node]:
     if joined:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
-        return [
-            Node(
-                n.get("NodeName") or n["NodeManagerAddress"],
-                float(n["Resources"].get("CPU", 0)),
-                float(n["Resources"].get("GPU", 0)),
-            )
-            for n in ray.nodes()
-            if n.get("Alive")
-        ]
+        return cluster_nodes()
     finally:
         if joined:
             ray.shutdown()
+
+
+def shortfall(cfg: Any, nodes: list[Node]) -> str | None:
+    """One line naming the config field when the run's bundles cannot all be placed on
+    ``nodes`` (e.g. ``ray.cpus_per_worker: 2 Train workers x 2 CPUs = 4, this cluster has
+    2``), else None. The field named is the largest request of the resource that runs short.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> ray = SimpleNamespace(cache_shards=1, cache_shard_cpus=0.0, cache_shard_gpus=0.0,
+        ...     num_workers=2, cpus_per_worker=2.0, use_gpu=False, gpus_per_worker=1.0,
+        ...     fetch_actors=2, fetch_cpus=0.0)
+        >>> shortfall(SimpleNamespace(ray=ray), [Node("laptop", 2.0, 0.0)])
+        'ray.cpus_per_worker: 2 Train workers x 2 CPUs = 4, this cluster has 2 CPUs'
+    """
+    bundles = run_bundles(cfg)
+    unplaced = place(nodes, bundles)
+    if not unplaced:
+        return None
+    r = cfg.ray
+    workers = max(r.num_workers, 1)
+    who = "Train worker" if r.num_workers else "training loop (driver)"
+    worker_gpus = r.gpus_per_worker if r.use_gpu else 0.0
+    largest_cpus = max((n.cpus for n in nodes), default=0.0)
+    largest_gpus = max((n.gpus for n in nodes), default=0.0)
+    if r.cpus_per_worker > largest_cpus + _EPS:
+        return (f"ray.cpus_per_worker: a {who} asks {r.cpus_per_worker:g} CPUs, the largest "
+                f"node has {largest_cpus:g}")
+    if worker_gpus > largest_gpus + _EPS:
+        field = "ray.use_gpu" if largest_gpus == 0 else "ray.gpus_per_worker"
+        return (f"{field}: a {who} asks {worker_gpus:g} GPU, the largest node has "
+                f"{largest_gpus:g}")
+    have_cpus, have_gpus = totals(nodes)
+    need_cpus, need_gpus = totals(bundles)
+    fetches = workers * r.fetch_actors
+    for kind, need, have, parts in (
+        ("CPUs", need_cpus, have_cpus, [
+            ("ray.cpus_per_worker", f"{who}s", workers, r.cpus_per_worker),
+            ("ray.cache_shard_cpus", "cache shards", r.cache_shards, r.cache_shard_cpus),
+            ("ray.fetch_cpus", "fetch tasks", fetches, r.fetch_cpus)]),
+        ("GPUs", need_gpus, have_gpus, [
+            ("ray.gpus_per_worker", f"{who}s", workers, worker_gpus),
+            ("ray.cache_shard_gpus", "cache shards", r.cache_shards, r.cache_shard_gpus)]),
+    ):
+        if need <= have + _EPS:
+            continue
+        field, what, count, each = max(parts, key=lambda p: p[2] * p[3])
+        rest = need - count * each
+        others = f" (+ {rest:g} for the rest of the run)" if rest > _EPS else ""
+        return (f"{field}: {count} {what} x {each:g} {kind} = {count * each:g}{others}, "
+                f"this cluster has {have:g} {kind}")
+    return (f"resources: the run's requests fit the cluster's totals but not node by node: "
+            f"{counted(unplaced)} left over")
+
+
+def cluster_nodes() -> list[Node]:
+    """The alive nodes of the Ray this process is connected to, with their total resources."""
+    import ray
+
+    return [Node(n.get("NodeName") or n["NodeManagerAddress"],
+                 float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+            for n in ray.nodes() if n.get("Alive")]

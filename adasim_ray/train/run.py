@@ -35,6 +35,7 @@ from adasim_ray.recipe import (
     open_train_source,
 )
 from adasim_ray.resources.memory import bootstrap_memory
+from adasim_ray.resources.placement import cluster_nodes, local_nodes, shortfall
 from adasim_ray.resources.storage import check_storage
 from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.checkpoint import (
@@ -90,6 +91,29 @@ def init_ray(cfg: PretrainConfig) -> None:
         ray.init(address=address)
     else:
         start_local_ray()
+
+
+def check_placeable(cfg: PretrainConfig, *, joined: bool = False) -> None:
+    """A run whose requests can never be placed fails in one line naming the field, before
+    any actor starts and before the run directory is written (Ray would retry "insufficient
+    resources" forever). Checked against the Ray this process already runs on, else against
+    this machine (the local Ray that :func:`init_ray` would start). A cluster named by
+    ``ray.address`` / RAY_ADDRESS may grow with its autoscaler: it is checked once joined
+    (``joined=True``), and the same line then says that the run waits for nodes."""
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address and not joined:
+        return  # judged once joined, against the cluster's nodes
+    nodes = cluster_nodes() if ray.is_initialized() else local_nodes()
+    problem = shortfall(cfg, nodes)
+    if problem is None:
+        return
+    if address:
+        print(f"[adasim] waiting for the cluster to grow: {problem} (an autoscaler adds "
+              "nodes up to its max_workers; `launch.py check --cluster CLUSTER_YAML` says "
+              "whether they will fit)", flush=True)
+        return
+    raise ConfigError(f"{problem}; this Ray cannot grow: lower the request or "
+                      "ray.num_workers (launch.py check shows what fits)")
 
 
 def resolve_resume(resume: str) -> tuple[str, str]:
@@ -182,6 +206,7 @@ def pretrain(
     t_start = time.perf_counter()
     plan = plan_run(cfg, output, resume=resume, force=force, run_name=run_name)
     init_ray(cfg)
+    check_placeable(cfg, joined=True)
     t_ray = time.perf_counter()
     actors = start_bootstrap_actors(cfg, plan)
     trainer = build_trainer(cfg, plan, log_every=log_every, stop_after=stop_after,
@@ -206,6 +231,7 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     source = open_train_source(cfg)
     num_images = len(source)
     validate(cfg, num_images, labelled=source.labels is not None)
+    check_placeable(cfg)
     memory, queries = check_eval_labels(cfg)
     views = make_views(cfg, source)
     print(f"[adasim] train: {describe(source)}; views of {views.size} px", flush=True)

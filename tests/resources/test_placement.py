@@ -63,3 +63,24 @@ def test_one_gpu_shared_by_a_worker_and_its_cache_shards():
     assert [b.gpus for b in bundles if b.gpus] == [0.25, 0.25, 0.5]
     assert place([Node("gpu", 16.0, 1.0)], bundles) == []
     assert place([Node("gpu", 16.0, 1.0)], run_bundles(_cfg(sets[:1] + sets[2:])))
+
+
+def test_shortfall_names_the_field_that_runs_short():
+    from adasim_ray.resources.placement import shortfall
+
+    laptop = [Node("laptop", 2.0, 0.0)]
+    assert shortfall(_cfg(["ray.num_workers=1"]), laptop) is None  # the demo fits 2 cores
+    assert shortfall(_cfg(["ray.num_workers=2"]), laptop) == (
+        "ray.cpus_per_worker: 2 Train workers x 2 CPUs = 4, this cluster has 2 CPUs")
+    assert shortfall(_cfg(["ray.num_workers=1", "ray.cpus_per_worker=3"]), laptop) == (
+        "ray.cpus_per_worker: a Train worker asks 3 CPUs, the largest node has 2")
+    assert shortfall(_cfg(["ray.use_gpu=true"]), laptop) == (
+        "ray.use_gpu: a Train worker asks 1 GPU, the largest node has 0")
+    shards = _cfg(["ray.cpus_per_worker=1", "ray.cache_shards=4", "ray.cache_shard_cpus=1"])
+    assert shortfall(shards, laptop) == (
+        "ray.cache_shard_cpus: 4 cache shards x 1 CPUs = 4 (+ 1 for the rest of the run), "
+        "this cluster has 2 CPUs")
+    # enough in total, but no node holds a 2-CPU worker next to the other
+    split = [Node("a", 2.0, 0.0), Node("b", 1.0, 0.0), Node("c", 1.0, 0.0)]
+    line = shortfall(_cfg(["ray.num_workers=2", "batch_size=64"]), split)
+    assert line.startswith("resources: the run's requests fit the cluster's totals but not")
