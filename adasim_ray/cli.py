@@ -4,6 +4,7 @@
                        [--set key=value ...] [--resume RUN_DIR [--force]]
     launch.py eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC [--json]
     launch.py prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
+    launch.py export RUN_DIR --output DIR [--which teacher|student]
     launch.py check | sweep | report | audit | visualize ...   (see each one's --help)
 
 This module only parses. The work of each sub-command is a function of a module of
@@ -31,8 +32,8 @@ __all__ = ["UserError", "build_parser", "default_config_path", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_pretrain, _add_eval, _add_prepare, _add_audit, _add_check, _add_sweep,
-                _add_visualize):
+    for add in (_add_pretrain, _add_eval, _add_prepare, _add_export, _add_audit, _add_check,
+                _add_sweep, _add_visualize):
         add(sub)
     return parser
 
@@ -147,6 +148,27 @@ def _add_sweep(sub: Any) -> None:
     r.add_argument("sweep_dir", metavar="SWEEP_DIR")
     r.add_argument("--json", action="store_true", help="print the summary as JSON last")
     r.set_defaults(handler="adasim_ray.commands.sweep:cmd_report")
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's pretrained backbone as backbone.safetensors + config.json",
+        description=(
+            "Take the backbone of RUN_DIR's newest complete checkpoint and write it to DIR: "
+            "backbone.safetensors (the weights) and config.json (backbone, kwargs, image_size, "
+            "in_chans, mean, std, feat_dim, run_name, epoch). adasim_ray.load_backbone(DIR) or "
+            "torch.hub.load(REPO, 'adasim_backbone', path=DIR, source='local') rebuilds it; "
+            "for a plain timm name, timm.create_model(name, num_classes=0, pretrained=True, "
+            "pretrained_cfg_overlay=dict(file=DIR/backbone.safetensors)) loads it too."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
+    p.add_argument("--output", required=True, metavar="DIR", help="where to write the two files")
+    p.add_argument("--which", choices=("teacher", "student"), default="teacher",
+                   help="the teacher's backbone (default, as DINO evaluates) or the student's; "
+                   "SimSiam has one backbone")
+    p.set_defaults(handler="adasim_ray.commands.export:cmd_export")
 
 
 def _add_audit(sub: Any) -> None:

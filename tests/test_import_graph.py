@@ -221,7 +221,7 @@ def test_the_parser_loads_no_heavy_library():
 #: The package's layers, lowest first (README, "What is where"): a module imports only from
 #: its own layer or lower ones. A new top-level module or package must be placed here.
 LAYERS = (
-    "errors", "engine", "methods", "data", "backbones", "augmentations", "evaluation",
+    "errors", "engine", "methods", "data", "backbones", "export", "augmentations", "evaluation",
     "configfile", "config", "presets", "recipe", "resources", "train", "sweep", "audit",
     "visualize", "commands", "cli",
 )
