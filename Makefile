@@ -18,11 +18,11 @@ demo: $(STAMP)
 	$(PY) launch.py pretrain --baselines
 
 test: $(STAMP)
-	$(PY) -m ruff check adasim_ray tests benchmarks launch.py
+	$(PY) -m ruff check adasim_ray tests benchmarks launch.py hubconf.py
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check adasim_ray tests benchmarks launch.py
+	$(PY) -m ruff check adasim_ray tests benchmarks launch.py hubconf.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/cache_query.py
