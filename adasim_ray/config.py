@@ -136,6 +136,9 @@ class PretrainConfig:
             hyper-parameters.
         backbone: a timm model name (``resnet50``, ``vit_small_patch16_224``, ...) or a CPU
             preset of ``adasim_ray.backbones``.
+        backbone_kwargs: keyword arguments of the backbone's constructor (timm's, or the
+            preset's), e.g. ``{drop_path_rate: 0.1}`` as DINO trains ViT-S/16; a key the
+            constructor does not take is a one-line error at start.
         epochs: training epochs.
         batch_size: global batch (split over the workers).
         seed: seeds the model, the data order, the augmentations and the partner sampling.
@@ -160,6 +163,7 @@ class PretrainConfig:
     subset_seed: int = 0
     method: str = DEFAULT_METHOD
     backbone: str = "vit_tiny_cpu"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0

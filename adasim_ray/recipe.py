@@ -17,6 +17,7 @@ from adasim_ray.augmentations import GlobalViews
 from adasim_ray.backbones import build_backbone
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource, open_source, sample_images
+from adasim_ray.errors import ConfigError, first_line
 from adasim_ray.methods import build_registered
 
 
@@ -52,7 +53,16 @@ def iters_per_epoch(num_images: int, batch_size: int, world: int) -> int:
 
 
 def build_backbone_for(cfg: PretrainConfig, views: GlobalViews) -> tuple[nn.Module, int]:
-    return build_backbone(cfg.backbone, image_size=views.size, in_chans=views.channels)
+    """The run's backbone at its views' size and channels, with ``backbone_kwargs``; a
+    keyword its constructor refuses is a ConfigError naming it."""
+    if not cfg.backbone_kwargs:
+        return build_backbone(cfg.backbone, image_size=views.size, in_chans=views.channels)
+    try:
+        return build_backbone(cfg.backbone, image_size=views.size, in_chans=views.channels,
+                              **cfg.backbone_kwargs)
+    except TypeError as err:
+        raise ConfigError(f"backbone_kwargs: {cfg.backbone} does not take "
+                          f"{sorted(cfg.backbone_kwargs)} ({first_line(err)})") from None
 
 
 def build_model(

@@ -68,3 +68,15 @@ def test_unknown_backbone_names_the_presets() -> None:
 def test_small_stem_on_a_vit_is_an_error() -> None:
     with pytest.raises(ValueError, match="small_stem"):
         build_backbone("vit_tiny_cpu", image_size=28, in_chans=1, small_stem=True)
+
+
+def test_backbone_kwargs_reach_the_constructor_and_survive_the_config_file(tmp_path):
+    from adasim_ray.config import dump_config, load_config
+    from adasim_ray.recipe import build_backbone_for, make_views, open_train_source
+
+    cfg = load_config(None, ["data=digits", "backbone_kwargs.drop_path_rate=0.1"])
+    model, _ = build_backbone_for(cfg, make_views(cfg, open_train_source(cfg)))
+    assert model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)  # DINO's ViT-S/16 0.1
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path).backbone_kwargs == {"drop_path_rate": 0.1}

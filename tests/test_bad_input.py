@@ -79,6 +79,9 @@ ROWS = [
     # never placeable on this Ray: one line naming the field before Ray is asked
     ("more CPUs than any node", lambda r: [*DIGITS, "--set", "ray.cpus_per_worker=1000"],
      ["ray.cpus_per_worker", "asks 1000 CPUs", "cannot grow"]),
+    ("a keyword the backbone does not take",
+     lambda r: [*DIGITS, "--set", "backbone_kwargs.drop_path_ratee=0.1"],
+     ["backbone_kwargs", "drop_path_ratee", "unexpected keyword"]),
     ("unknown key", lambda r: [*DIGITS, "--set", "adasim.tauu=1"], ["adasim.tauu"]),
     ("wrong type", lambda r: [*DIGITS, "--set", "epochs=many"], ["epochs"]),
     ("tau < 0", lambda r: [*DIGITS, "--set", "adasim.tau=-0.5"], ["adasim.tau"]),

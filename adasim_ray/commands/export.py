@@ -22,7 +22,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     feat_dim = int(meta["settings"]["feat_dim"])
     out = write_export(backbone, args.output, {
         "backbone": cfg.backbone,
-        "kwargs": {"image_size": views.size, "in_chans": views.channels},
+        "kwargs": {"image_size": views.size, "in_chans": views.channels,
+                   **cfg.backbone_kwargs},
         "image_size": views.size,
         "in_chans": views.channels,
         "mean": list(views.mean),
