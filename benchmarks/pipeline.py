@@ -175,9 +175,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
+    """The measurement of :func:`main` (one torch thread, restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_benchmark(args)
+    finally:
+        torch.set_num_threads(threads)  # in-process callers (the test suite) keep theirs
+
+
+def _run_benchmark(args: argparse.Namespace) -> dict:
     from adasim_ray.data import convert_folder_to_parquet, open_source
 
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.data_dir or tmp)
         folder = base / "folder"
