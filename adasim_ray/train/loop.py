@@ -227,10 +227,13 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
             steady_t0, steady_images = time.perf_counter(), images
             first_batch_s = steady_t0 - epoch_t0
         if rank == 0 and (step % log_every == 0 or step == iters):
-            rate = (images - steady_images) / max(time.perf_counter() - steady_t0, 1e-9)
+            steady = max(time.perf_counter() - steady_t0, 1e-9)
+            rate = (images - steady_images) / steady
+            eta = eta_text(step, iters, steady / max(step - 1, 1), epoch, cfg.epochs,
+                           first_batch_s)
             print(f"[adasim] epoch {epoch + 1}/{cfg.epochs} step {step}/{iters} "
                   f"{rate:.0f} img/s loss {losses[-1]:.4f} "
-                  f"bootstrap {plan_metrics['bootstrap_ratio']:.3f}", flush=True)
+                  f"bootstrap {plan_metrics['bootstrap_ratio']:.3f} {eta}", flush=True)
     train_s = time.perf_counter() - epoch_t0
     steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
     if step != iters:
@@ -248,6 +251,28 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
                             if worker.device.type == "cuda" else None),
         **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},
     }
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def eta_text(step: int, iters: int, step_s: float, epoch: int, epochs: int,
+             first_batch_s: float) -> str:
+    """``eta epoch M:SS, run H:MM:SS``: the steps left in this epoch at ``step_s`` each, and
+    the epochs after it at this epoch's pace (its wait for the first batch included; the
+    evaluations and checkpoints between epochs are not counted).
+
+    Examples:
+        >>> eta_text(10, 50, 0.5, epoch=0, epochs=3, first_batch_s=2.0)
+        'eta epoch 0:20, run 1:14'
+    """
+    epoch_left = (iters - step) * step_s
+    per_epoch = iters * step_s + (0.0 if math.isnan(first_batch_s) else first_batch_s)
+    run_left = epoch_left + (epochs - epoch - 1) * per_epoch
+    return f"eta epoch {_clock(epoch_left)}, run {_clock(run_left)}"
 
 
 def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOutput:

@@ -25,3 +25,4 @@ def test_two_workers_of_two_cpus_on_a_two_cpu_ray_fail_in_seconds(ray_session, t
     assert str(err.value).startswith(
         "ray.cpus_per_worker: 2 Train workers x 2 CPUs = 4, this cluster has 2 CPUs")
     assert not any(tmp_path.iterdir())  # no run directory begun
+
