@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-from adasim_ray.data.decode import one_line
-from adasim_ray.data.errors import DataError
+from adasim_ray.data.decode import undecodable
 
 # RandomResizedCrop draws (area, aspect) up to 10 times, as torchvision and DINO do.
 CROP_ATTEMPTS = 10
@@ -82,8 +81,7 @@ def image_size(data: bytes, what: str) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
     except Exception as exc:  # PIL raises many types for "not an image I can read"
-        raise DataError(f"{what}: cannot decode image ({one_line(exc)}); --set "
-                        "skip_corrupt=true leaves such images out") from exc
+        raise undecodable(what, exc) from exc
 
 
 def decode_rgb(data: bytes, scale: int, what: str) -> torch.Tensor:
@@ -110,8 +108,7 @@ def decode_rgb(data: bytes, scale: int, what: str) -> torch.Tensor:
                 image.draft("RGB", (-(-width // scale), -(-height // scale)))
             pixels = np.asarray(image.convert("RGB"))
     except Exception as exc:
-        raise DataError(f"{what}: cannot decode image ({one_line(exc)}); --set "
-                        "skip_corrupt=true leaves such images out") from exc
+        raise undecodable(what, exc) from exc
     return as_tensor(pixels).permute(2, 0, 1)
 
 

@@ -32,6 +32,12 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
+def undecodable(what: str, exc: BaseException) -> DataError:
+    """The one-line error for an image that cannot be decoded (``what`` names it)."""
+    return DataError(f"{what}: cannot decode image ({one_line(exc)}); --set skip_corrupt=true "
+                     "leaves such images out")
+
+
 def decode_image(data: bytes | Path, what: str) -> np.ndarray:
     """Decode an encoded image (bytes or a file) into an RGB ``uint8`` array ``(H, W, 3)``.
 
@@ -48,10 +54,7 @@ def decode_image(data: bytes | Path, what: str) -> np.ndarray:
     # PIL raises OSError, SyntaxError, ValueError, EOFError, DecompressionBombError, ...
     # depending on the codec: every one of them means "this image cannot be used".
     except Exception as exc:
-        raise DataError(
-            f"{what}: cannot decode image ({one_line(exc)}); --set skip_corrupt=true leaves "
-            "such images out"
-        ) from exc
+        raise undecodable(what, exc) from exc
     return np.array(rgb, dtype=np.uint8)
 
 
