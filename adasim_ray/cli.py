@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from adasim_ray.commands.args import add_config_and_data, add_set_argument
+from adasim_ray.data.layout import ROWS_PER_GROUP
 from adasim_ray.errors import AdasimError, UserError
 from adasim_ray.presets import default_config_path
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG
@@ -99,7 +100,10 @@ def _add_prepare(sub: Any) -> None:
     r = sub.add_parser("prepare", help="convert an image folder to Parquet shards")
     r.add_argument("folder", help="image folder (class sub-folders; train/ and test/ or one split)")
     r.add_argument("out_dir", help="output directory (must be empty or absent)")
-    r.add_argument("--rows-per-shard", type=int, default=1000)
+    r.add_argument("--rows-per-shard", type=int, default=1000, help="images per shard file")
+    r.add_argument("--rows-per-group", type=int, default=ROWS_PER_GROUP,
+                   help="images per row group, the unit of a random read (default "
+                        f"{ROWS_PER_GROUP}: benchmarks/parquet_access.py measures it)")
     r.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
     r.set_defaults(handler="adasim_ray.commands.prepare:cmd_prepare")
 

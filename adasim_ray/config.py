@@ -144,6 +144,9 @@ class PretrainConfig:
         seed: seeds the model, the data order, the augmentations and the partner sampling.
         checkpoint_every: save a checkpoint every this many epochs (and at the end).
         skip_corrupt: skip (and count) unreadable images instead of failing.
+        parquet_cache_mb: the row groups of ``parquet:`` data that each reading process
+            keeps (MiB); None = 256, or 1/64 of the node's memory when less. Random access
+            at scale seldom hits the cache; a data set smaller than it is read once.
         amp: mixed precision of the training step on GPU workers (CPU workers ignore it):
             ``off``; ``fp16``: autocast to float16 with a GradScaler (the loss is scaled, a
             step whose gradients overflow is skipped and the scale lowered), as DINO's
@@ -169,6 +172,7 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 1
     skip_corrupt: bool = False
+    parquet_cache_mb: int | None = None
     amp: Literal["off", "fp16", "bf16"] | bool = "off"
     sync_bn: bool = True
     adasim: BootstrapConfig = field(default_factory=BootstrapConfig)
@@ -273,6 +277,7 @@ def validate(
     _positive_int(cfg.batch_size, "batch_size")
     _positive_int(cfg.checkpoint_every, "checkpoint_every")
     _positive_int(cfg.limit_images, "limit_images")
+    _positive_int(cfg.parquet_cache_mb, "parquet_cache_mb")
     a = cfg.adasim
     try:
         a.validate(num_images)

@@ -24,7 +24,8 @@ from adasim_ray.methods import build_registered
 def open_train_source(cfg: PretrainConfig) -> ImageSource:
     """The training split of ``cfg.data``, a stratified sample of ``cfg.limit_images`` of
     its images when set (the same images in every run and rank: ``subset_seed``)."""
-    source = open_source(cfg.data, "train", skip_corrupt=cfg.skip_corrupt)
+    source = open_source(cfg.data, "train", skip_corrupt=cfg.skip_corrupt,
+                         cache_mb=cfg.parquet_cache_mb)
     return sample_images(source, cfg.limit_images, cfg.subset_seed)
 
 
@@ -32,8 +33,10 @@ def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
     """(k-NN memory, test queries): ``eval_data`` (default: ``data``) train and test splits,
     each a stratified sample of ``eval.max_train`` / ``eval.max_test`` images when set."""
     spec = cfg.eval_data or cfg.data
-    train = open_source(spec, "train", skip_corrupt=cfg.skip_corrupt)
-    test = open_source(spec, "test", skip_corrupt=cfg.skip_corrupt)
+    train = open_source(spec, "train", skip_corrupt=cfg.skip_corrupt,
+                        cache_mb=cfg.parquet_cache_mb)
+    test = open_source(spec, "test", skip_corrupt=cfg.skip_corrupt,
+                       cache_mb=cfg.parquet_cache_mb)
     return (sample_images(train, cfg.eval.max_train, cfg.subset_seed, setting="eval.max_train"),
             sample_images(test, cfg.eval.max_test, cfg.subset_seed, setting="eval.max_test"))
 

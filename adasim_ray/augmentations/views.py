@@ -47,10 +47,13 @@ class _SourceLike(Protocol):
     std: tuple[float, ...]
     native_size: int | None
     mirror_invariant: bool
+    encoded_images: bool
 
     def load_many(self, indices: np.ndarray) -> list[np.ndarray]: ...
 
     def encoded(self, index: int) -> bytes | str | None: ...
+
+    def encoded_many(self, indices: np.ndarray) -> list[bytes | str | None]: ...
 
     def where(self, index: int) -> str: ...
 
@@ -262,7 +265,7 @@ class GlobalViews:
         u = self.draws(rng, 2 * len(anchors)).reshape(len(anchors), 2, VIEW_DRAWS)
         first: list[torch.Tensor] = []
         second: list[torch.Tensor] = []
-        if source.encoded(0) is None:  # decoded arrays in memory (MNIST, digits)
+        if not source.encoded_images:  # decoded arrays in memory (MNIST, digits)
             anchor_images = source.load_many(anchors)
             others = np.flatnonzero(partners != anchors)
             partner_images = list(anchor_images)
@@ -275,19 +278,22 @@ class GlobalViews:
                 second.append(self._render(p, self._box(p.shape[2], p.shape[1], u[k, 1]), 1,
                                            u[k, 1]))
             return self._stack_uint8(first), self._stack_uint8(second)
+        # The batch's encoded images in one call: a Parquet source reads each row group once.
+        ids = np.unique(np.concatenate([anchors, partners]))
+        encoded = dict(zip(ids.tolist(), source.encoded_many(ids), strict=True))
         for k, (i, j) in enumerate(zip(anchors.tolist(), partners.tolist(), strict=True)):
             wanted = [(i, 0)] if i != j else [(i, 0), (i, 1)]
-            views = self._decoded_views(source, i, wanted, u[k])
+            views = self._decoded_views(source, i, encoded[i], wanted, u[k])
             if i != j:
-                views += self._decoded_views(source, j, [(j, 1)], u[k])
+                views += self._decoded_views(source, j, encoded[j], [(j, 1)], u[k])
             first.append(views[0])
             second.append(views[1])
         return self._stack_uint8(first), self._stack_uint8(second)
 
-    def _decoded_views(self, source: _SourceLike, index: int, wanted: list[tuple[int, int]],
-                       u: np.ndarray) -> list[torch.Tensor]:
+    def _decoded_views(self, source: _SourceLike, index: int, encoded: bytes | str | None,
+                       wanted: list[tuple[int, int]], u: np.ndarray) -> list[torch.Tensor]:
         what = source.where(index)
-        data = read_encoded(source.encoded(index))
+        data = read_encoded(encoded)
         full = image_size(data, what)
         boxes = [self._box(full[0], full[1], u[which]) for _, which in wanted]
         planes = decode_rgb(data, draft_scale(boxes, self.size), what)

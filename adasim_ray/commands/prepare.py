@@ -13,6 +13,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         args.folder,
         args.out_dir,
         rows_per_shard=args.rows_per_shard,
+        rows_per_group=args.rows_per_group,
         skip_corrupt=args.skip_corrupt,
     )
     print(json.dumps(summary))

