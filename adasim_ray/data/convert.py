@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from adasim_ray.data.decode import decode_image, find_undecodable, one_line
 from adasim_ray.data.errors import DataError
+from adasim_ray.data.files import list_files, resolve
 from adasim_ray.data.folder import FolderSource
 from adasim_ray.data.layout import existing_root, split_layout
-from adasim_ray.data.files import list_files, resolve
 from adasim_ray.data.parquet import METADATA_KEY, ROWS_PER_GROUP, SHARD_SCHEMA
 from adasim_ray.data.parquet_index import index_from_shards, write_index_file
 

@@ -167,6 +167,12 @@ class ParquetSource(ImageSource):
         self._cached = 0
         self.reads = 0  # row groups read from storage (a figure for the benchmark)
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of images in this process's row-group cache (at most ``cache_bytes``, or
+        one group when a group is larger)."""
+        return self._cached
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         for key in ("_files", "_groups", "_lock"):

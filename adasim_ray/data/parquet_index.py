@@ -84,7 +84,8 @@ class ShardIndex:
 
 def _shard_columns(fs: pafs.FileSystem, path: str, name: str
                    ) -> tuple[np.ndarray, pa.ChunkedArray, list[int], list[str] | None]:
-    """(index, label column (int64, null without labels), rows per row group, classes) of one shard, checked."""
+    """(index, label column (int64; nulls without labels), rows per row group, classes)
+    of one shard, its schema checked."""
     shard = path.rsplit("/", 1)[-1]
     try:
         with fs.open_input_file(path) as handle:
@@ -137,7 +138,8 @@ def check_indices(index: np.ndarray, shard_of: np.ndarray, shards: list[str], na
     order = np.argsort(index, kind="stable")
     ordered = index[order]
     if ordered.size and ordered[0] < 0:
-        raise DataError(f"{name}: negative index {ordered[0]} in shard {shards[shard_of[order[0]]]}")
+        shard = shards[shard_of[order[0]]]
+        raise DataError(f"{name}: negative index {ordered[0]} in shard {shard}")
     dup = np.flatnonzero(ordered[1:] == ordered[:-1])
     if dup.size:
         k = int(dup[0])
