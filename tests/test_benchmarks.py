@@ -68,3 +68,19 @@ def test_pipeline_quick_measures_both_loaders_on_folder_and_parquet():
             figures["views_per_core"] / figures["reference_views_per_core"], rel=0.01)
         assert figures["bytes_per_view"] == 3 * 64 * 64  # uint8 out of the fetch
     assert set(result["by_format"]) == {"folder", "parquet"}
+
+
+def test_parquet_access_quick_runs_every_reader_and_prints_the_keys():
+    """benchmarks/parquet_access.py end to end on 400 JPEGs: each reader in its own process."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "parquet_access.py"),
+                          "--quick"], check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("parquet_images_per_s", "folder_images_per_s", "in_memory_images_per_s",
+                "parquet_row_groups_images_per_s", "parquet_bytes_per_s",
+                "folder_bytes_per_s"):
+        assert result[key] > 0, key
+    assert 0 < result["peak_rss_mb"] < 4096
+    assert result["target_met"] == (
+        result["parquet_images_per_s"] >= result["folder_images_per_s"]
+        and result["parquet_bytes_per_s"] >= result["folder_bytes_per_s"]
+        and result["peak_rss_mb"] < 1024)

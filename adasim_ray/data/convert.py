@@ -30,10 +30,11 @@ from adasim_ray.data.files import list_files, resolve
 from adasim_ray.data.folder import FolderSource
 from adasim_ray.data.layout import existing_root, split_layout
 from adasim_ray.data.parquet import METADATA_KEY, ROWS_PER_GROUP, SHARD_SCHEMA
-from adasim_ray.data.parquet_index import index_from_shards, write_index_file
+from adasim_ray.data.parquet_index import add_byte_ranges, index_from_shards, write_index_file
 
 DEFAULT_ROWS_PER_SHARD = 1000  # ImageNet JPEGs average ~110 kB: shards of ~110 MB
 _SCHEMA = SHARD_SCHEMA.append(pa.field("path", pa.string(), nullable=False))
+_PAGE_BYTES = 1 << 30  # no page break inside a row group's images
 # The images are already compressed (PNG/JPEG); compressing them again costs time for ~0 gain.
 _COMPRESSION = {"index": "zstd", "image": "none", "label": "zstd", "path": "zstd"}
 
@@ -82,8 +83,11 @@ def _write_split(source: FolderSource, out: Path, rows_per_shard: int, rows_per_
             },
             schema=schema,
         )
+        # The image column plain, uncompressed, one data page per group: every image is then
+        # one byte range of the file, which the index file lists (one read per image).
         pq.write_table(table, out / f"part-{shards:05d}.parquet", compression=_COMPRESSION,
-                       row_group_size=rows_per_group)
+                       row_group_size=rows_per_group, use_dictionary=["label", "path"],
+                       data_page_size=_PAGE_BYTES)
         shards += 1
     return shards
 
@@ -94,8 +98,10 @@ def write_index(directory: str | Path, spec: str, native_size: int | None = None
     the number of row groups it lists (0: the groups do not hold consecutive indices, and
     no file is written)."""
     fs, path = resolve(directory)
-    index = index_from_shards(fs, path, list_files(fs, path, ".parquet", spec), spec)
+    infos = list_files(fs, path, ".parquet", spec)
+    index = index_from_shards(fs, path, infos, spec)
     index.native_size = native_size
+    add_byte_ranges(fs, infos, index)
     return index.group_rows.size if write_index_file(fs, path, index) else 0
 
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from adasim_ray.data.decode import (
@@ -88,13 +89,18 @@ class ParquetSource(ImageSource):
     """A split of a directory of Parquet shards (module docstring for the format).
 
     Args:
-        path: the directory (``~`` is expanded).
+        path: the directory (``~`` is expanded) or a URI (``s3://bucket/imagenet``).
         split: ``"train"`` or ``"test"``.
         skip_corrupt: decode every row now and leave out those that fail.
         spec: the spec string for messages and ``name``; default ``"parquet:<path>"``.
+        cache_bytes: the row-group cache's bound; None = ``default_cache_bytes()``.
+        byte_ranges: read an image by its byte range where the index file lists them
+            (False: a row group at a time, as for other shards; for measurements).
 
     Attributes:
         shards: the shard files read, sorted by name.
+        indexed: whether the split opened from its index file.
+        reads: row groups or byte ranges read from storage so far.
 
     Examples:
         >>> source = ParquetSource("/data/shards", "train")  # doctest: +SKIP
@@ -112,10 +118,12 @@ class ParquetSource(ImageSource):
         skip_corrupt: bool = False,
         spec: str | None = None,
         cache_bytes: int | None = None,
+        byte_ranges: bool = True,
     ) -> None:
         spec = spec or f"parquet:{path}"
         self.name = f"{spec}:{split}"
         self._fs, root = existing_dir(spec, path)
+        self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._dir = split_dir(self._fs, root, split, spec)
         infos = list_files(self._fs, self._dir, ".parquet", spec)
         if not infos:
@@ -126,6 +134,8 @@ class ParquetSource(ImageSource):
         self.indexed = index is not None
         if index is None:
             index = index_from_shards(self._fs, self._dir, infos, self.name)
+        if not byte_ranges:
+            index.offsets = index.lengths = None
         self._index: ShardIndex = index
         per_group = len(index) / max(index.group_rows.size, 1)
         if per_group > _LARGE_GROUP:
@@ -163,9 +173,17 @@ class ParquetSource(ImageSource):
 
     def _reset_caches(self) -> None:
         self._files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
+        self._handles: OrderedDict[int, pa.NativeFile] = OrderedDict()
         self._groups: OrderedDict[int, pa.Array] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None  # reads groups from object storage
         self._cached = 0
-        self.reads = 0  # row groups read from storage (a figure for the benchmark)
+        self.reads = 0  # row groups or byte ranges read from storage
+
+    @property
+    def byte_ranges(self) -> bool:
+        """Whether images are read one byte range each (shards from ``prepare``), rather
+        than a row group at a time."""
+        return self._index.offsets is not None
 
     @property
     def cached_bytes(self) -> int:
@@ -175,7 +193,7 @@ class ParquetSource(ImageSource):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_files", "_groups", "_lock"):
+        for key in ("_files", "_handles", "_groups", "_lock", "_pool"):
             state.pop(key)
         return state
 
@@ -191,7 +209,10 @@ class ParquetSource(ImageSource):
                 self._files.move_to_end(shard)
                 return file
         try:
-            file = pq.ParquetFile(self._fs.open_input_file(self._paths[shard]))
+            # Local shards are read as asked (not memory-mapped: mapped pages would count in
+            # the process's memory); on object storage a column chunk is one ranged request.
+            file = pq.ParquetFile(self._fs.open_input_file(self._paths[shard]),
+                                  pre_buffer=not self._local)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.name}: cannot read shard {self.shards[shard].name} "
                             f"({one_line(exc)})") from exc
@@ -212,15 +233,16 @@ class ParquetSource(ImageSource):
         shard, ordinal = int(index.group_shard[g]), int(index.group_ordinal[g])
         name = self.shards[shard].name
         try:
-            table = self._file(shard).read_row_group(ordinal, columns=["index", "image"])
+            # One thread: the groups of a batch are read in parallel one level up.
+            table = self._file(shard).read_row_group(ordinal, columns=["image"],
+                                                     use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.name}: cannot read shard {name} row group {ordinal} "
                             f"({one_line(exc)})") from exc
-        got = table.column("index").to_numpy()
-        if index.row_of is None and not np.array_equal(
-                got, np.arange(index.group_first[g], index.group_first[g] + got.size)):
-            raise DataError(f"{self.name}: shard {name} row group {ordinal} holds other "
-                            "indices than its index file says; run launch.py prepare again")
+        if table.num_rows != index.group_rows[g]:
+            raise DataError(f"{self.name}: shard {name} row group {ordinal} holds "
+                            f"{table.num_rows} rows, its index says {index.group_rows[g]}; "
+                            "run launch.py prepare again")
         images = table.column("image").combine_chunks()
         with self._lock:
             self.reads += 1
@@ -236,10 +258,58 @@ class ParquetSource(ImageSource):
         ids = indices if self._keep is None else self._keep[indices]
         return self._index.locate(ids)
 
+    def _handle(self, shard: int) -> pa.NativeFile:
+        with self._lock:
+            handle = self._handles.get(shard)
+            if handle is not None:
+                self._handles.move_to_end(shard)
+                return handle
+        try:
+            handle = self._fs.open_input_file(self._paths[shard])
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.name}: cannot read shard {self.shards[shard].name} "
+                            f"({one_line(exc)})") from exc
+        with self._lock:
+            self._handles[shard] = handle
+            while len(self._handles) > _OPEN_SHARDS:
+                self._handles.popitem(last=False)[1].close()
+        return handle
+
+    def _ranges(self, ids: np.ndarray) -> list[bytes]:
+        """The images at ``ids`` (data set indices) by their byte ranges: one read each."""
+        index = self._index
+        groups, _ = index.locate(ids)
+        shards = index.group_shard[groups]
+        offsets, lengths = index.offsets[ids], index.lengths[ids]
+
+        def read(k: int) -> bytes:
+            shard = int(shards[k])
+            try:
+                data = self._handle(shard).read_at(int(lengths[k]), int(offsets[k]))
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"{self.name}: cannot read shard {self.shards[shard].name} "
+                                f"({one_line(exc)})") from exc
+            if len(data) != lengths[k]:
+                raise DataError(f"{self.name}: shard {self.shards[shard].name} is shorter than "
+                                "its index file says; run launch.py prepare again")
+            return data
+
+        with self._lock:
+            self.reads += ids.size
+        if self._local or ids.size == 1:
+            return [read(k) for k in range(ids.size)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=_READ_THREADS)
+        return list(self._pool.map(read, range(ids.size)))
+
     def encoded_many(self, indices: Sequence[int] | np.ndarray) -> list[bytes]:
-        """The encoded bytes of the images at ``indices``, in that order: each row group
-        read once (in threads, for object storage's latency), then taken from the cache."""
+        """The encoded bytes of the images at ``indices``, in that order. Shards from
+        ``prepare`` are read one byte range an image (the index file lists them); others a
+        row group at a time, each group once (in threads on object storage, for its
+        latency), through the row-group cache."""
         idx = self._check_indices(indices)
+        if self._index.offsets is not None:
+            return self._ranges(idx if self._keep is None else self._keep[idx])
         groups, rows = self._rows(idx)
         out: list[bytes] = [b""] * idx.size
         wanted = np.unique(groups)
@@ -249,11 +319,13 @@ class ParquetSource(ImageSource):
             for k in np.flatnonzero(groups == g):
                 out[k] = images[int(rows[k])].as_py()
 
-        if wanted.size == 1:
-            fill(wanted[0])
+        if wanted.size == 1 or self._local:
+            for g in wanted:
+                fill(g)
         else:
-            with ThreadPoolExecutor(max_workers=min(_READ_THREADS, wanted.size)) as pool:
-                list(pool.map(fill, wanted))
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=_READ_THREADS)
+            list(self._pool.map(fill, wanted))
         return out
 
     # -- the ImageSource contract ----------------------------------------------------------

@@ -56,6 +56,8 @@ class ShardIndex:
         labels: per index its label (int64), or None when the shards hold no labels.
         classes: the class names of the shards' metadata, or None.
         native_size: the side of the images when known (square, one size), else None.
+        offsets, lengths: per index, the byte range of its image inside its shard, when
+            the index file lists them (:func:`add_byte_ranges`); None otherwise.
     """
 
     shards: list[str]
@@ -68,6 +70,8 @@ class ShardIndex:
     labels: np.ndarray | None
     classes: list[str] | None
     native_size: int | None = None
+    offsets: np.ndarray | None = None
+    lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.group_rows.sum())
@@ -233,13 +237,74 @@ def read_index_file(fs: pafs.FileSystem, directory: str, infos: list[pafs.FileIn
                     "index columns", name, INDEX_FILE)
         return None
     labels = labels_of(table.column("labels").combine_chunks().flatten(), name)
+    ranges = {}
+    if "offsets" in table.column_names:
+        ranges = {key: table.column(key).combine_chunks().flatten().to_numpy()
+                  for key in ("offsets", "lengths")}
     return ShardIndex(
         shards=[s for s, _ in listed], sizes=[z for _, z in listed],
         group_shard=table.column("shard").to_numpy().astype(np.int32),
         group_ordinal=table.column("row_group").to_numpy().astype(np.int32),
         group_rows=rows.astype(np.int64), group_first=first.astype(np.int64), row_of=None,
         labels=labels, classes=meta.get("classes"), native_size=meta.get("native_size"),
+        **ranges,
     )
+
+
+def _shard_ranges(fs: pafs.FileSystem, path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(offset, length) of every image of a shard in row order, or None unless each row
+    group's image column is one plain, uncompressed data page (``prepare``'s shards).
+
+    In such a page the values are ``[4-byte length][bytes]`` back to back at its end, so
+    the ranges follow from the column chunk's end and the images' lengths. Every range is
+    checked against the bytes the Parquet reader gives, so a file laid out otherwise gets
+    None, never a wrong range."""
+    with fs.open_input_file(path) as handle:
+        file = pq.ParquetFile(handle)
+        column = file.schema_arrow.get_field_index("image")
+        offsets, lengths = [], []
+        for g in range(file.num_row_groups):
+            chunk = file.metadata.row_group(g).column(column)
+            if chunk.compression != "UNCOMPRESSED" or chunk.has_dictionary_page:
+                return None
+            images = file.read_row_group(g, columns=["image"]).column(0).to_pylist()
+            sizes = np.array([len(b) for b in images], dtype=np.int64)
+            end = chunk.data_page_offset + chunk.total_compressed_size
+            starts = end - int((sizes + 4).sum()) + np.concatenate([[0], np.cumsum(sizes + 4)
+                                                                    [:-1]]) + 4
+            for start, image in zip(starts.tolist(), images, strict=True):
+                if start < 4 or handle.read_at(len(image), start) != image:
+                    return None
+            offsets.append(starts)
+            lengths.append(sizes)
+    return np.concatenate(offsets), np.concatenate(lengths).astype(np.int32)
+
+
+def add_byte_ranges(fs: pafs.FileSystem, infos: list[pafs.FileInfo], index: ShardIndex
+                    ) -> bool:
+    """Set ``index.offsets`` and ``lengths`` (in index order) when every shard allows them
+    (:func:`_shard_ranges`) and the groups hold consecutive indices; return whether set."""
+    if index.row_of is not None:
+        return False
+    ranges = [_shard_ranges(fs, info.path) for info in infos]
+    if any(r is None for r in ranges):
+        return False
+    # Row order of shard s, group g -> index order: the groups are sorted by first index.
+    by_shard = [np.split(r[0], np.cumsum(_group_rows(index, s))[:-1]) for s, r in
+                enumerate(ranges)]
+    by_shard_len = [np.split(r[1], np.cumsum(_group_rows(index, s))[:-1]) for s, r in
+                    enumerate(ranges)]
+    index.offsets = np.concatenate([by_shard[s][o] for s, o in
+                                    zip(index.group_shard, index.group_ordinal, strict=True)])
+    index.lengths = np.concatenate([by_shard_len[s][o] for s, o in
+                                    zip(index.group_shard, index.group_ordinal, strict=True)])
+    return True
+
+
+def _group_rows(index: ShardIndex, shard: int) -> np.ndarray:
+    """Rows of shard ``shard``'s groups in their order inside it."""
+    mine = np.flatnonzero(index.group_shard == shard)
+    return index.group_rows[mine[np.argsort(index.group_ordinal[mine])]]
 
 
 def write_index_file(fs: pafs.FileSystem, directory: str, index: ShardIndex) -> bool:
@@ -253,7 +318,14 @@ def write_index_file(fs: pafs.FileSystem, directory: str, index: ShardIndex) -> 
     meta = {"version": _VERSION, "shards": [[s, z] for s, z in zip(index.shards, index.sizes,
                                                                       strict=True)],
             "classes": index.classes, "native_size": index.native_size}
+    columns = {}
+    if index.offsets is not None:
+        columns = {"offsets": pa.ListArray.from_arrays(pa.array(bounds, pa.int32()),
+                                                        pa.array(index.offsets, pa.int64())),
+                   "lengths": pa.ListArray.from_arrays(pa.array(bounds, pa.int32()),
+                                                        pa.array(index.lengths, pa.int32()))}
     table = pa.table({
+        **columns,
         "shard": pa.array(index.group_shard, pa.int32()),
         "row_group": pa.array(index.group_ordinal, pa.int32()),
         "first": pa.array(index.group_first, pa.int64()),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,17 +111,29 @@ def read_checkpoint(
     directory = Path(directory)
     meta = verify(directory)
     count = int(meta["settings"]["cache_shards"]) if shards else 0
+    model = _load(directory, MODEL)
+    states = [_load(directory, f"cache_shard_{s}.pt") for s in range(count)]
+    return meta, model, states
+
+
+def _load(directory: Path, name: str) -> Any:
+    """One checkpoint file, unpickled with ``weights_only=True``: tensors, numbers, strings
+    and containers of them, nothing that runs code. A file that needs more (a pickle that
+    would import and call something) is refused in one line: whoever can write to the runs'
+    storage must not be able to run code on every node that resumes from it."""
     try:
-        model = torch.load(directory / MODEL, map_location="cpu", weights_only=False)
-        states = [
-            torch.load(directory / f"cache_shard_{s}.pt", map_location="cpu", weights_only=False)
-            for s in range(count)
-        ]
+        return torch.load(directory / name, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"it would call {found.group(1)}" if found else "not only tensors and numbers"
+        raise CheckpointError(
+            f"{directory / name}: refused to load: {what}; a checkpoint of this project holds "
+            "weights only, so this file was written by something else"
+        ) from None
     except (OSError, RuntimeError, EOFError) as err:
         raise CheckpointError(
             f"{directory}: a checkpoint file is truncated or missing ({err})"
         ) from None
-    return meta, model, states
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], force: bool = False) -> None:

@@ -61,14 +61,42 @@ def test_prepare_writes_small_row_groups_and_an_index_the_source_opens_from(
                 open_source(f"parquet:{shards}", "test"))
 
 
-def test_each_row_group_is_read_once_when_the_cache_holds_them(shards):
+def test_prepared_shards_are_read_one_byte_range_an_image(shards):
     source = open_source(f"parquet:{shards}")
+    assert source.byte_ranges
+    table = pq.read_table(shards / "train" / "part-00001.parquet")
+    assert source.encoded_many([17, 16]) == [table.column("image")[k].as_py() for k in (1, 0)]
+    assert source.reads == 2 and source.cached_bytes == 0
+
+
+def test_other_layouts_get_no_byte_ranges(shards, tmp_path: Path):
+    copy = tmp_path / "zstd"
+    copy.mkdir()
+    for part in sorted((shards / "train").glob("*.parquet")):
+        pq.write_table(pq.read_table(part), copy / part.name, compression="zstd",
+                       row_group_size=8)
+    assert write_index(copy, "parquet:test") == 5  # an index file, without byte ranges
+    source = open_source(f"parquet:{copy}")
+    assert source.indexed and not source.byte_ranges
+    assert_same(open_source(f"parquet:{shards}"), source)
+
+
+def row_group_shards(shards: Path) -> Path:
+    """The shards without their index file: read a row group at a time."""
+    (shards / "train" / INDEX_FILE).unlink()
+    return shards
+
+
+def test_each_row_group_is_read_once_when_the_cache_holds_them(shards):
+    source = open_source(f"parquet:{row_group_shards(shards)}")
+    assert not source.byte_ranges
     source.load_many(np.random.default_rng(1).permutation(len(source)))
     source.load_many(np.arange(len(source)))
     assert source.reads == 5  # 40 images in groups of 8, 8 | 8, 8 | 8
 
 
 def test_the_cache_stays_within_its_bound(shards):
+    row_group_shards(shards)
     one_group = ParquetSource(shards)
     one_group.load(0)
     group_bytes = one_group.cached_bytes

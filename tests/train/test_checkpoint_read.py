@@ -3,8 +3,10 @@ ImageNet-1k): every other rank reads the model file alone."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from adasim_ray.errors import CheckpointError
 from adasim_ray.train import checkpoint
 from adasim_ray.train.checkpoint import read_checkpoint, write_checkpoint
 
@@ -28,3 +30,26 @@ def test_a_rank_without_shards_reads_the_model_file_only(tmp_path, monkeypatch):
     _, _, states = read_checkpoint(tmp_path)
     assert loaded == ["model.pt", "cache_shard_0.pt", "cache_shard_1.pt", "cache_shard_2.pt"]
     assert [float(s["rows"][0, 0]) for s in states] == [0.0, 1.0, 2.0]
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a hostile checkpoint file would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_in_one_line(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "ck").mkdir()
+    write_checkpoint(tmp_path / "ck", model_state={"w": torch.ones(2), "x": _RunsCode(marker)},
+                     shard_states=[], meta={"epoch": 1, "settings": {"cache_shards": 0}})
+    with pytest.raises(CheckpointError, match="refused to load: it would call") as refused:
+        read_checkpoint(tmp_path / "ck")
+    assert "model.pt" in str(refused.value) and "\n" not in str(refused.value)
+    assert not marker.exists()  # nothing ran
