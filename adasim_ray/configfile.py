@@ -161,14 +161,34 @@ def flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[li
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a non-mapping is a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Read a YAML mapping (a local file, or a URI such as s3://bucket/runs/RUN/config.yaml);
+    a missing file or a non-mapping is a ConfigError."""
+    if "://" in str(path):
+        text = _read_uri(str(path))
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
     return data
+
+
+def _read_uri(uri: str) -> str:
+    import pyarrow.fs as pafs  # noqa: PLC0415 - only for configs on object storage
+
+    from adasim_ray.data.files import resolve  # noqa: PLC0415
+
+    fs, path = resolve(uri)
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise ConfigError(f"config file not found: {uri}")
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode()
+    except OSError as err:
+        raise ConfigError(f"cannot read {uri} ({' '.join(str(err).split())})") from None

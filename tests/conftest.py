@@ -3,6 +3,7 @@ one S3-compatible server on 127.0.0.1 (moto's server mode) for object-storage te
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """A local Ray with 2 CPUs, started once per test session and shut down at its end."""
+def ray_session(s3_server):
+    """A local Ray with 2 CPUs, started once per test session and shut down at its end; after
+    the S3 server, so that every Ray process finds it through the environment."""
     import ray
 
     from adasim_ray.train.run import start_local_ray
@@ -29,6 +31,11 @@ def ray_session():
     ray.shutdown()
 
 
+_AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL": ""}
+
+
 @dataclass
 class S3Server:
     """A real S3 API on 127.0.0.1 (moto's server, its own process); any credentials do."""
@@ -36,9 +43,13 @@ class S3Server:
     endpoint: str  # host:port
 
     def uri(self, path: str) -> str:
-        """``s3://`` URI of ``bucket/path`` on this server, options included, as pyarrow's
-        ``FileSystem.from_uri`` reads it (credentials in the URI: no lookup of an instance
-        role, which would wait on a metadata endpoint)."""
+        """``s3://bucket/path`` on this server: the session's environment names it
+        (``AWS_ENDPOINT_URL``, as for any S3-compatible store) and its credentials."""
+        return f"s3://{path}"
+
+    def uri_with_options(self, path: str) -> str:
+        """The same, with the endpoint and credentials in the URI (pyarrow's URI options),
+        for a process that does not have the environment."""
         return f"s3://test:test@{path}?scheme=http&endpoint_override={self.endpoint}"
 
     def filesystem(self):
@@ -63,7 +74,9 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 server on a free port of 127.0.0.1 for the session, stopped at its end."""
+    """moto's S3 server on a free port of 127.0.0.1 for the session, stopped at its end. The
+    environment points the AWS clients of this process and of those started after it (Ray's
+    included) at it, with test credentials: no test reaches a real AWS endpoint."""
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -80,6 +93,14 @@ def s3_server():
                 server.kill()
                 raise RuntimeError("moto's S3 server did not start") from None
             time.sleep(0.1)
-    yield S3Server(f"127.0.0.1:{port}")
+    endpoint = f"127.0.0.1:{port}"
+    saved = {key: os.environ.get(key) for key in _AWS_ENV}
+    os.environ.update(_AWS_ENV, AWS_ENDPOINT_URL=f"http://{endpoint}")
+    yield S3Server(endpoint)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     server.terminate()
     server.wait(timeout=30)

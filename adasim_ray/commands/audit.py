@@ -14,6 +14,7 @@ from adasim_ray.audit.report import audit_run, load_run_state
 from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
 from adasim_ray.recipe import open_train_source
+from adasim_ray.train.rundir import split
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -22,7 +23,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     run_dir, cfg, checkpoint = open_finished_run(args.run_dir, "audit")
     source = open_train_source(cfg)
     state = load_run_state(checkpoint)
-    output = Path(args.output) if args.output else run_dir / "audit"
+    if args.output:
+        output = Path(args.output)
+    elif "://" in run_dir:  # a run on object storage: the audit is written here
+        output = Path(f"{split(run_dir)[1]}-audit").resolve()
+    else:
+        output = Path(run_dir) / "audit"
     try:
         summary = audit_run(
             cfg, source, state, output, top=args.top, sheet=args.sheet, features=args.features

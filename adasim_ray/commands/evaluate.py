@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
 from adasim_ray.augmentations import GlobalViews
@@ -19,7 +20,7 @@ from adasim_ray.errors import UserError
 from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 from adasim_ray.recipe import build_model, make_views
 from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
-from adasim_ray.train.rundir import CONFIG, is_run_dir
+from adasim_ray.train.rundir import CONFIG, file_type, is_run_dir, join, split
 
 
 def fmt_top1(value: float | None) -> str:
@@ -27,18 +28,20 @@ def fmt_top1(value: float | None) -> str:
 
 
 def _checkpoint_backbone(path: str, views_for: Any) -> tuple[Any, Any]:
-    """(eval backbone, its run config) of a run directory or one checkpoint directory."""
-    ckpt = Path(path)
-    if not ckpt.exists():
+    """(eval backbone, its run config) of a run directory or one checkpoint directory, on a
+    local disk or object storage (``s3://bucket/runs/RUN``)."""
+    ckpt = path if "://" in path else str(Path(path).expanduser().resolve())
+    if file_type(ckpt) != pafs.FileType.Directory:
         raise UserError(f"--checkpoint: {path} does not exist")
-    if not (ckpt / "model.pt").is_file():
+    if file_type(join(ckpt, "model.pt")) != pafs.FileType.File:
         found = latest_checkpoint(ckpt)
         if found is None:
             raise UserError(f"--checkpoint: no complete checkpoint in {path}")
-        ckpt = found
-    if not is_run_dir(ckpt.parent):
-        raise UserError(f"--checkpoint: {ckpt.parent} has no {CONFIG} (not a run directory)")
-    cfg = config_from_dict(read_yaml(ckpt.parent / CONFIG))
+        ckpt = str(found)
+    parent = split(ckpt)[0]
+    if not is_run_dir(parent):
+        raise UserError(f"--checkpoint: {parent} has no {CONFIG} (not a run directory)")
+    cfg = config_from_dict(read_yaml(join(parent, CONFIG)))
     meta, state, _ = read_checkpoint(ckpt)
     views = views_for(cfg)
     model = build_model(cfg, views, int(meta["settings"]["num_images"]))

@@ -10,6 +10,7 @@ from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.export import backbone_of, write_export
 from adasim_ray.recipe import build_model, make_views, open_train_source
 from adasim_ray.train.checkpoint import read_checkpoint
+from adasim_ray.train.rundir import split
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -29,10 +30,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         "mean": list(views.mean),
         "std": list(views.std),
         "feat_dim": feat_dim,
-        "run_name": run_dir.name,
+        "run_name": split(run_dir)[1],
         "epoch": int(meta["epoch"]),
         "which": args.which,
     })
-    print(f"[export] {args.which} backbone of {run_dir.name} (epoch {meta['epoch']}, "
+    print(f"[export] {args.which} backbone of {split(run_dir)[1]} (epoch {meta['epoch']}, "
           f"{cfg.backbone}, {views.size} px, {views.channels} channel(s), d={feat_dim}) -> {out}")
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from adasim_ray.errors import UserError
 from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 from adasim_ray.recipe import build_backbone_for, make_views, open_eval_sources, open_train_source
 from adasim_ray.train.run import pretrain
-from adasim_ray.train.rundir import CONFIG, is_run_dir
+from adasim_ray.train.rundir import CONFIG, is_run_dir, join
 
 
 def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
@@ -34,7 +33,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         # setting is refused against the checkpoint, unless --force).
         if not is_run_dir(args.resume):
             raise UserError(f"--resume: {args.resume} is not a run directory (no {CONFIG})")
-        cfg = load_config(Path(args.resume) / CONFIG, _pretrain_overrides(args))
+        cfg = load_config(join(str(args.resume), CONFIG), _pretrain_overrides(args))
     else:
         cfg = load_config(config_path(args), _pretrain_overrides(args))
     summary = pretrain(cfg, args.output, resume=args.resume, force=args.force)

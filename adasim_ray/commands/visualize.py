@@ -12,6 +12,7 @@ from adasim_ray.audit.report import load_run_state
 from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
 from adasim_ray.recipe import open_train_source
+from adasim_ray.train.rundir import split
 from adasim_ray.visualize.metrics import PANELS, plot_metrics
 from adasim_ray.visualize.neighbours import draw_supports, pick_queries, supports
 
@@ -43,7 +44,7 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     wanted = sorted({i for s in items for i in [s.query, *s.ids]})
     images = dict(zip(wanted, source.load_many(wanted), strict=True))
     labels = {i: source.label(i) for i in wanted}
-    title = (f"{run_dir.name}: supports after epoch {state.epoch} (w={cfg.adasim.window}, "
+    title = (f"{split(run_dir)[1]}: supports after epoch {state.epoch} (w={cfg.adasim.window}, "
              f"K={cfg.adasim.topk}, tau={tau})\nbar: probability of being the partner; green: same "
              "label, red: another")
     draw_supports(items, images, labels, args.output, title)

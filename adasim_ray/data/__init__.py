@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "IMAGENET_STD": "source",
     "SPLITS": "source",
     "ImageSource": "source",
+    "fingerprint": "source",
     "DataSpec": "spec",
     "open_source": "spec",
     "parse_spec": "spec",
@@ -55,7 +56,13 @@ if TYPE_CHECKING:
     from adasim_ray.data.folder import FolderSource
     from adasim_ray.data.mnist import MnistSource
     from adasim_ray.data.parquet import ParquetSource
-    from adasim_ray.data.source import IMAGENET_MEAN, IMAGENET_STD, SPLITS, ImageSource
+    from adasim_ray.data.source import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        SPLITS,
+        ImageSource,
+        fingerprint,
+    )
     from adasim_ray.data.spec import DataSpec, open_source, parse_spec
     from adasim_ray.data.subset import SampledImages, describe, sample_images, stratified_sample
 
@@ -77,6 +84,7 @@ __all__ = [
     "ParquetSource",
     "convert_folder_to_parquet",
     "describe",
+    "fingerprint",
     "open_source",
     "parse_spec",
     "sample_images",

@@ -338,6 +338,12 @@ class ParquetSource(ImageSource):
         return [decode_image(data, self.where(int(i)))
                 for i, data in zip(idx.tolist(), self.encoded_many(idx), strict=True)]
 
+    def identity(self, index: int) -> str:
+        index = self._check_index(index)
+        length = (len(self.encoded(index)) if self._index.lengths is None else
+                  int(self._index.lengths[index if self._keep is None else self._keep[index]]))
+        return f"{self._shard_name(index)}:{length}"
+
     def where(self, index: int) -> str:
         return f"{self.name}: shard {self._shard_name(self._check_index(index))} row index {index}"
 

@@ -12,6 +12,7 @@ with ``C`` in ``{1, 3}``.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -110,6 +111,13 @@ class ImageSource(ABC):
         blocks (Parquet row groups) reads each block once."""
         return [self.encoded(int(i)) for i in self._check_indices(indices)]
 
+    def identity(self, index: int) -> str:
+        """What identifies image ``index`` for :func:`fingerprint`, cheap to get: a file's
+        name and size, a shard's name and the image's byte length; by default a hash of the
+        decoded pixels (sources of arrays in memory)."""
+        image = self.load(index)
+        return hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()[:16]
+
     def where(self, index: int) -> str:
         """Where image ``index`` lives, for messages: its file, or its shard and row."""
         return f"{self.name}: image {index}"
@@ -147,3 +155,19 @@ class ImageSource(ABC):
             f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
             f"channels={self.channels}, num_classes={self.num_classes})"
         )
+
+
+FINGERPRINT_SAMPLE = 64
+
+
+def fingerprint(source: ImageSource, sample: int = FINGERPRINT_SAMPLE) -> str:
+    """A short hash that tells data sets apart: N, and the identity and label of ``sample``
+    images spread evenly over the split (a few file sizes or byte ranges, not a read of the
+    data). A resumed run compares it with its checkpoint's: another data set under the same
+    spec (files added, removed or replaced) is refused."""
+    n = len(source)
+    picks = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(np.int64)) if n else []
+    digest = hashlib.sha256(f"{n}".encode())
+    for i in picks:
+        digest.update(f"|{source.identity(int(i))}:{source.label(int(i))}".encode())
+    return digest.hexdigest()[:16]

@@ -98,6 +98,9 @@ class SampledImages(ImageSource):
     def encoded_many(self, indices: Sequence[int] | np.ndarray) -> list[bytes | str | None]:
         return self.source.encoded_many(self.positions[self._check_indices(indices)])
 
+    def identity(self, index: int) -> str:
+        return self.source.identity(int(self.positions[self._check_index(index)]))
+
     def where(self, index: int) -> str:
         return self.source.where(int(self.positions[self._check_index(index)]))
 

@@ -19,23 +19,35 @@ import json
 import os
 import pickle
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
 from adasim_ray.config import PretrainConfig
 from adasim_ray.errors import CheckpointError
+from adasim_ray.resources.storage import resolve
+from adasim_ray.train.rundir import join, list_dirs, read_text, split
 
 META = "meta.json"
 MODEL = "model.pt"
+#: Checkpoints are written into a temporary directory of this prefix, then handed over.
+STAGING_PREFIX = "adasim-ckpt-"
 
-#: Settings that a resumed run must share with its checkpoint (else the state means nothing).
-KEY_SETTINGS = ("num_images", "method", "backbone", "window", "topk", "cache_shards", "feat_dim")
+#: Settings that a resumed run must share with its checkpoint: the state means nothing
+#: otherwise (the model, the cache's layout), or the schedule and the data would silently
+#: change (the epochs that every schedule spans, the batch and its split over the workers,
+#: the data set). A checkpoint from before a key was added is not checked on that key.
+KEY_SETTINGS = ("num_images", "method", "backbone", "window", "topk", "cache_shards",
+                "feat_dim", "epochs", "batch_size", "num_workers", "cache_dtype", "sim_dtype",
+                "data", "data_fingerprint")
 
 
-def key_settings(cfg: PretrainConfig, num_images: int, feat_dim: int) -> dict[str, Any]:
+def key_settings(cfg: PretrainConfig, num_images: int, feat_dim: int,
+                 data_fingerprint: str | None = None) -> dict[str, Any]:
     return {
         "num_images": num_images,
         "method": cfg.method,
@@ -44,6 +56,13 @@ def key_settings(cfg: PretrainConfig, num_images: int, feat_dim: int) -> dict[st
         "topk": cfg.adasim.topk,
         "cache_shards": cfg.ray.cache_shards,
         "feat_dim": feat_dim,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.ray.num_workers,
+        "cache_dtype": cfg.adasim.cache_dtype,
+        "sim_dtype": cfg.adasim.sim_dtype,
+        "data": cfg.data,
+        "data_fingerprint": data_fingerprint,
     }
 
 
@@ -78,26 +97,27 @@ def write_checkpoint(
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / META
-    if not path.is_file():
+    text = read_text(join(str(directory), META))
+    if text is None:
         raise CheckpointError(f"{directory}: no {META}: the save was interrupted (not loadable)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: unreadable ({err})") from None
+        raise CheckpointError(f"{join(str(directory), META)}: unreadable ({err})") from None
 
 
 def verify(directory: str | Path) -> dict[str, Any]:
-    """The meta of a complete checkpoint; CheckpointError (one line) if it is not one."""
-    directory = Path(directory)
+    """The meta of a complete checkpoint (a local directory or a URI); CheckpointError (one
+    line) if it is not one."""
     meta = read_meta(directory)
+    fs, path = resolve(str(directory))
     for name, size in meta.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
+        info = fs.get_file_info(f"{path.rstrip('/')}/{name}")
+        if info.type != pafs.FileType.File:
             raise CheckpointError(f"{directory}: {name} is missing")
-        if path.stat().st_size != size:
+        if info.size != size:
             raise CheckpointError(
-                f"{directory}: {name} is truncated ({path.stat().st_size} of {size} bytes)"
+                f"{directory}: {name} is truncated ({info.size} of {size} bytes)"
             )
     return meta
 
@@ -105,15 +125,26 @@ def verify(directory: str | Path) -> dict[str, Any]:
 def read_checkpoint(
     directory: str | Path, *, shards: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-    """(meta, model state, shard states) of a complete checkpoint directory; with
-    ``shards=False`` the shard states (gigabytes at scale) are not read and the list is empty:
-    only the process that restores the shards needs them."""
-    directory = Path(directory)
+    """(meta, model state, shard states) of a complete checkpoint directory, local or on
+    object storage (read through a local temporary copy, removed after); with
+    ``shards=False`` the shard states (gigabytes at scale) are not read and the list is
+    empty: only the process that restores the shards needs them."""
     meta = verify(directory)
     count = int(meta["settings"]["cache_shards"]) if shards else 0
-    model = _load(directory, MODEL)
-    states = [_load(directory, f"cache_shard_{s}.pt") for s in range(count)]
-    return meta, model, states
+    names = [MODEL] + [f"cache_shard_{s}.pt" for s in range(count)]
+    if "://" not in str(directory):
+        local = Path(directory)
+        return meta, _load(local, MODEL), [_load(local, name) for name in names[1:]]
+    with tempfile.TemporaryDirectory(prefix="adasim-restore-") as tmp:
+        fs, path = resolve(str(directory))
+        for name in names:
+            try:
+                pafs.copy_files(f"{path.rstrip('/')}/{name}", str(Path(tmp, name)),
+                                source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            except OSError as err:
+                raise CheckpointError(f"{directory}: cannot read {name} ({err})") from None
+        return meta, _load(Path(tmp), MODEL), [_load(Path(tmp), name) for name in names[1:]]
 
 
 def _load(directory: Path, name: str) -> Any:
@@ -132,7 +163,7 @@ def _load(directory: Path, name: str) -> Any:
         ) from None
     except (OSError, RuntimeError, EOFError) as err:
         raise CheckpointError(
-            f"{directory}: a checkpoint file is truncated or missing ({err})"
+            f"{directory}: {name} does not load ({' '.join(str(err).split())[:200]})"
         ) from None
 
 
@@ -141,7 +172,7 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], force: bool
     diffs = [
         f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
         for k in KEY_SETTINGS
-        if saved.get(k) != current.get(k)
+        if k in saved and saved.get(k) != current.get(k)
     ]
     if diffs and not force:
         raise CheckpointError(
@@ -152,9 +183,10 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], force: bool
 
 
 def damaged_checkpoints(run_dir: str | Path) -> list[str]:
-    """One line per ``checkpoint_*`` directory of a run that cannot be loaded, and why."""
+    """One line per ``checkpoint_*`` directory of a run (local or on object storage) that
+    cannot be loaded, and why."""
     problems = []
-    for path in sorted(Path(run_dir).glob("checkpoint_*")):
+    for path in list_dirs(str(run_dir), "checkpoint_"):
         try:
             verify(path)
         except CheckpointError as err:
@@ -162,31 +194,51 @@ def damaged_checkpoints(run_dir: str | Path) -> list[str]:
     return problems
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The complete ``checkpoint_*`` directory of a run with the highest epoch, if any;
-    interrupted or truncated ones are passed over (see ``damaged_checkpoints``)."""
-    best: tuple[int, str] | None = None
-    best_path = None
-    for path in Path(run_dir).glob("checkpoint_*"):
+def complete_checkpoints(run_dir: str | Path) -> list[str | Path]:
+    """The complete ``checkpoint_*`` directories of a run, newest (highest epoch) first;
+    interrupted or truncated ones are passed over (see ``damaged_checkpoints``). Local
+    runs give Paths, runs on object storage URIs."""
+    found = []
+    for path in list_dirs(str(run_dir), "checkpoint_"):
         try:
             meta = verify(path)
         except CheckpointError:
             continue
-        key = (int(meta["epoch"]), path.name)
-        if best is None or key > best:
-            best, best_path = key, path
-    return best_path
+        found.append(((int(meta["epoch"]), split(path)[1]), path))
+    local = "://" not in str(run_dir)
+    return [Path(p) if local else p for _, p in sorted(found, reverse=True)]
 
 
-def keep_local_checkpoint(
+def latest_checkpoint(run_dir: str | Path) -> str | Path | None:
+    """The complete ``checkpoint_*`` directory of a run with the highest epoch, if any
+    (:func:`complete_checkpoints`)."""
+    found = complete_checkpoints(run_dir)
+    return found[0] if found else None
+
+
+def keep_checkpoint(
     directory: str | Path, run_dir: str | Path, epoch: int, keep: int = 2
-) -> Path:
-    """Move a finished checkpoint into ``run_dir/checkpoint_epoch_<epoch>`` (a rename: atomic on
-    one file system) and keep only the ``keep`` newest; used where Ray Train keeps none."""
+) -> str | Path:
+    """Put a finished checkpoint (a local directory) into ``run_dir/checkpoint_epoch_<epoch>``
+    and keep only the ``keep`` newest; used where Ray Train keeps none (local mode).
+
+    On a local disk the copy is renamed into place (atomic); on object storage, which has no
+    rename, ``meta.json`` is copied last, so that a copy cut short is never loaded."""
     import shutil
 
+    name = f"checkpoint_epoch_{epoch:05d}"
+    if "://" in str(run_dir):
+        fs, path = resolve(join(str(run_dir), name))
+        local = pafs.LocalFileSystem()
+        files = sorted(p.name for p in Path(directory).iterdir() if p.name != META)
+        for file in [*files, META]:
+            pafs.copy_files(str(Path(directory, file)), f"{path}/{file}",
+                            source_filesystem=local, destination_filesystem=fs)
+        for old in list_dirs(str(run_dir), "checkpoint_epoch_")[:-keep]:
+            fs.delete_dir(resolve(old)[1])
+        return join(str(run_dir), name)
     run_dir = Path(run_dir)
-    target = run_dir / f"checkpoint_epoch_{epoch:05d}"
+    target = run_dir / name
     staging = run_dir / f".staging_epoch_{epoch:05d}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(directory, staging)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adasim_ray.train.rundir import join, read_text, write_text
+
 FAULT_ENV = "ADASIM_FAULT"
 FAULTS_LOG = "faults.jsonl"
 RESUMES_LOG = "resumes.jsonl"
@@ -57,30 +59,31 @@ def parse_faults(text: str | None) -> list[Fault]:
     return faults
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _read_jsonl(uri: str) -> list[dict[str, Any]]:
+    text = read_text(uri) or ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _append_jsonl(uri: str, entry: dict[str, Any]) -> None:
+    """Add a line (the file rewritten whole: object storage cannot append; one writer, rank 0)."""
+    write_text(uri, (read_text(uri) or "") + json.dumps(entry) + "\n")
 
 
 def fired(run_dir: str | Path) -> list[dict[str, Any]]:
     """The faults a run has injected so far (``faults.jsonl``), oldest first."""
-    return _read_jsonl(Path(run_dir) / FAULTS_LOG)
+    return _read_jsonl(join(str(run_dir), FAULTS_LOG))
 
 
 def record_resume(run_dir: str, epoch: int) -> None:
-    """Append to ``RUN_DIR/resumes.jsonl`` that a (re)started worker group continues from
-    the checkpoint of ``epoch`` (every resume, faults injected or not; local storage only)."""
-    if "://" in run_dir:
-        return
-    entry = {"resumed_from_epoch": epoch, "pid": os.getpid(), "time": time.time()}
-    with open(Path(run_dir) / RESUMES_LOG, "a") as fh:
-        fh.write(json.dumps(entry) + "\n")
+    """Add to ``RUN_DIR/resumes.jsonl`` that a (re)started worker group continues from the
+    checkpoint of ``epoch`` (every resume, faults injected or not)."""
+    _append_jsonl(join(run_dir, RESUMES_LOG),
+                  {"resumed_from_epoch": epoch, "pid": os.getpid(), "time": time.time()})
 
 
 def resumes(run_dir: str | Path) -> list[int]:
     """The epochs a run continued from after each restart or ``--resume``, in order."""
-    return [row["resumed_from_epoch"] for row in _read_jsonl(Path(run_dir) / RESUMES_LOG)]
+    return [row["resumed_from_epoch"] for row in _read_jsonl(join(str(run_dir), RESUMES_LOG))]
 
 
 class FaultInjector:
@@ -105,11 +108,9 @@ class FaultInjector:
         done = {(f["fault"], f["at"]) for f in fired(self.run_dir)}
         if (fault.kind, fault.at) in done:
             return False
-        entry = {"fault": fault.kind, "at": fault.at, "pid": os.getpid(), "time": time.time()}
-        with open(Path(self.run_dir) / FAULTS_LOG, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append_jsonl(join(self.run_dir, FAULTS_LOG),
+                      {"fault": fault.kind, "at": fault.at, "pid": os.getpid(),
+                       "time": time.time()})
         print(f"[adasim] fault injected: {fault.kind}@{fault.at}", flush=True)
         return True
 

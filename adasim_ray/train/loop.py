@@ -44,8 +44,10 @@ from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
 from adasim_ray.train.cache_actor import ShardedCache
 from adasim_ray.train.checkpoint import (
-    keep_local_checkpoint,
-    latest_checkpoint,
+    STAGING_PREFIX,
+    CheckpointError,
+    complete_checkpoints,
+    keep_checkpoint,
     read_checkpoint,
     write_checkpoint,
 )
@@ -56,6 +58,11 @@ from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
+# The checkpoints of a run are read from its storage (Ray Train's and local mode's both live
+# in the run directory), in preference to the one Ray Train hands back: a worker killed hard
+# can lose the checkpoint it reported within the controller's last poll, though its files
+# are complete on the storage.
+RAY_CHECKPOINT = "<ray train's checkpoint>"
 FIRST_PLAN = {"bootstrap_ratio": 0.0, "nn_top1": None, "nn2_top1": None}
 FINAL_KEYS = ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
 
@@ -160,20 +167,14 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
 
 def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
     """(first epoch to train, the metrics of its plan): continue from the newest checkpoint
-    (a restarted worker group, or ``--resume``), else start the cache shards empty. Only
-    rank 0, which restores the shards, reads their states."""
-    checkpoint = ray.train.get_checkpoint()
-    local = _newest_local_checkpoint(worker.run_dir)
-    if checkpoint is None and local is None:
+    that loads (a restarted worker group, or ``--resume``), else start the cache shards
+    empty. Only rank 0, which restores the shards, reads their states."""
+    loaded = load_newest_checkpoint(worker)
+    if loaded is None:
         if worker.cache is not None:
             worker.cache.reset()  # a restarted shard actor, or a fresh run: start empty
         return 0, FIRST_PLAN
-    with_shards = worker.cache is not None
-    if local is not None:
-        meta, state, shard_states = read_checkpoint(local, shards=with_shards)
-    else:
-        with checkpoint.as_directory() as directory:
-            meta, state, shard_states = read_checkpoint(directory, shards=with_shards)
+    meta, state, shard_states = loaded
     worker.method.load_state_dict(state["model"])
     worker.optimizer.load_state_dict(state["optimizer"])
     if worker.scaler is not None and state.get("scaler"):
@@ -185,6 +186,38 @@ def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
         print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
         record_resume(worker.run_dir, start_epoch)
     return start_epoch, meta["plan_metrics"]
+
+
+def load_newest_checkpoint(worker: Worker) -> tuple[Any, Any, Any] | None:
+    """(meta, model state, shard states) of the newest complete checkpoint of the run that
+    loads, or None. Rank 0 tries them newest first (one that fails to load, its content
+    corrupt though its sizes match, is passed over with one line) and tells the other ranks
+    which it took, so that every rank resumes from the same one. Ray Train's own checkpoint
+    is the last resort (a run directory that lists none)."""
+    with_shards = worker.cache is not None
+    loaded, chosen = None, None
+    if worker.rank == 0:
+        for path in complete_checkpoints(worker.run_dir):
+            try:
+                loaded = read_checkpoint(path, shards=with_shards)
+            except CheckpointError as err:
+                print(f"[adasim] passing over a checkpoint that does not load: {err}",
+                      flush=True)
+                continue
+            chosen = str(path)
+            break
+        if chosen is None and ray.train.get_checkpoint() is not None:
+            chosen = RAY_CHECKPOINT
+    if worker.world > 1 and dist.is_initialized():
+        box = [chosen]
+        dist.broadcast_object_list(box, src=0)
+        chosen = box[0]
+    if chosen is None or loaded is not None:
+        return loaded
+    if chosen != RAY_CHECKPOINT:
+        return read_checkpoint(chosen, shards=with_shards)
+    with ray.train.get_checkpoint().as_directory() as directory:
+        return read_checkpoint(directory, shards=with_shards)
 
 
 def publish_plan(worker: Worker, epoch: int) -> None:
@@ -335,7 +368,17 @@ def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],
     """Write the checkpoint of the end of ``epoch`` into a fresh temporary directory: model,
     optimiser, scaler, RNG and the schedules' position, the cache shards (once, from their
     actors) and ``meta.json`` last."""
-    ckpt_dir = tempfile.mkdtemp(prefix="adasim-ckpt-")
+    ckpt_dir = tempfile.mkdtemp(prefix=STAGING_PREFIX)
+    try:
+        _write(worker, ckpt_dir, epoch, metrics, next_plan)
+    except BaseException:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        raise
+    return ckpt_dir
+
+
+def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
+           next_plan: dict[str, Any]) -> None:
     write_checkpoint(
         ckpt_dir,
         model_state={
@@ -354,7 +397,6 @@ def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],
         },
         between_files=lambda: worker.faults.during_save(epoch + 1),
     )
-    return ckpt_dir
 
 
 def log_epoch(worker: Worker, metrics: dict[str, Any]) -> None:
@@ -374,11 +416,15 @@ def report(worker: Worker, metrics: dict[str, Any], ckpt_dir: str | None, epoch:
     report_metrics = {k: v for k, v in metrics.items() if v is not None}
     if ckpt_dir is None:
         ray.train.report(report_metrics)
-    elif worker.loop_config.get("local_mode"):
-        keep_local_checkpoint(ckpt_dir, worker.run_dir, epoch + 1)
-        ray.train.report(report_metrics)
-    else:
-        ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+        return
+    try:
+        if worker.loop_config.get("local_mode"):
+            keep_checkpoint(ckpt_dir, worker.run_dir, epoch + 1)
+            ray.train.report(report_metrics)
+        else:
+            ray.train.report(report_metrics,
+                             checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+    finally:  # the staging copy goes, whether the report or the copy worked or not
         shutil.rmtree(Path(ckpt_dir), ignore_errors=True)
 
 
@@ -399,9 +445,4 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _newest_local_checkpoint(run_dir: str) -> Path | None:
-    """The newest complete checkpoint of a run on local storage (Ray Train's and local mode's
-    both live in the run directory). Preferred to the one Ray Train hands back: a worker
-    killed hard can lose the checkpoint it reported within the controller's last poll,
-    though its files are complete on disk. None for cloud storage (Ray's is used)."""
-    return None if "://" in run_dir else latest_checkpoint(run_dir)
+

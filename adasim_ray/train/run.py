@@ -26,7 +26,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
-from adasim_ray.data import DataError, ImageSource, describe
+from adasim_ray.data import DataError, ImageSource, describe, fingerprint
 from adasim_ray.recipe import (
     build_backbone_for,
     labels_of,
@@ -57,6 +57,7 @@ from adasim_ray.train.rundir import (
     dumps,
     join,
     require_run_dir,
+    split,
     write_text,
 )
 
@@ -118,8 +119,7 @@ def check_placeable(cfg: PretrainConfig, *, joined: bool = False) -> None:
 
 def resolve_resume(resume: str) -> tuple[str, str]:
     """(storage path, run name) of an existing run directory."""
-    run_dir = require_run_dir(Path(resume).expanduser().resolve(), "--resume", ConfigError)
-    return str(run_dir.parent), run_dir.name
+    return split(require_run_dir(resume, "--resume", ConfigError))
 
 
 def user_error(err: BaseException) -> Exception | None:
@@ -238,7 +238,7 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     print(f"[adasim] k-NN memory: {describe(memory)}", flush=True)
     print(f"[adasim] k-NN queries: {describe(queries)}", flush=True)
     backbone, feat_dim = build_backbone_for(cfg, views)
-    settings = key_settings(cfg, num_images, feat_dim)
+    settings = key_settings(cfg, num_images, feat_dim, fingerprint(source))
     faults = fault_spec()
     if resume is not None:
         storage, run_name = resume_target(resume, settings, force)

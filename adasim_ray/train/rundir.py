@@ -21,18 +21,28 @@ SUMMARY = "summary.json"
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """Whether the local directory ``path`` is a run directory: it holds ``config.yaml``,
-    which a run writes first, before any Ray work (so even a run that failed at start-up,
-    or a sweep trial that never trained, is one and can be resumed)."""
-    return (Path(path) / CONFIG).is_file()
+    """Whether ``path`` (a local directory or a URI) is a run directory: it holds
+    ``config.yaml``, which a run writes first, before any Ray work (so even a run that
+    failed at start-up, or a sweep trial that never trained, is one and can be resumed)."""
+    return file_type(join(str(path), CONFIG)) == pafs.FileType.File
+
+
+def file_type(uri: str) -> pafs.FileType:
+    """What is at ``uri`` (a local path or a URI); NotFound also when storage cannot say."""
+    try:
+        fs, path = resolve(uri)
+        return fs.get_file_info(path).type
+    except (OSError, ValueError):
+        return pafs.FileType.NotFound
 
 
 def require_run_dir(
     path: str | Path, what: str, error: type[AdasimError] = UserError
-) -> Path:
-    """``path`` as a Path when it is a run directory, else ``error`` in one line that starts
-    with ``what`` (the option or command it came from) and says which of the two is wrong:
-    no such directory, or a directory without ``config.yaml``.
+) -> str:
+    """``path`` (a local directory, made absolute, or a URI such as s3://bucket/runs/RUN)
+    when it is a run directory, else ``error`` in one line that starts with ``what`` (the
+    option or command it came from) and says which of the two is wrong: no such directory,
+    or a directory without ``config.yaml``.
 
     Examples:
         >>> require_run_dir("/nowhere", "--resume")
@@ -40,16 +50,34 @@ def require_run_dir(
         ...
         adasim_ray.errors.UserError: --resume: run directory not found: /nowhere
     """
-    path = Path(path)
-    if not path.is_dir():
+    where = str(path) if "://" in str(path) else str(Path(path).expanduser().resolve())
+    if file_type(where) != pafs.FileType.Directory:
         raise error(f"{what}: run directory not found: {path}")
-    if not is_run_dir(path):
+    if not is_run_dir(where):
         raise error(f"{what}: {path} has no {CONFIG}: not a run directory")
-    return path
+    return where.rstrip("/")
 
 
 def join(base: str, *names: str) -> str:
-    return "/".join([base.rstrip("/"), *names])
+    return "/".join([str(base).rstrip("/"), *names])
+
+
+def split(uri: str) -> tuple[str, str]:
+    """(parent, last name) of a local path or a URI."""
+    parent, _, name = str(uri).rstrip("/").rpartition("/")
+    return parent, name
+
+
+def list_dirs(uri: str, prefix: str) -> list[str]:
+    """The sub-directories of ``uri`` whose names start with ``prefix``, as paths or URIs
+    like ``uri``, sorted by name; none when ``uri`` does not exist."""
+    try:
+        fs, path = resolve(uri)
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (OSError, ValueError):
+        return []
+    return sorted(join(uri, i.base_name) for i in infos
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
 
 
 def write_text(uri: str, text: str) -> None:

@@ -1,6 +1,7 @@
-"""Faults injected into a real Ray run (local Ray, 2 CPUs): a Train worker SIGKILLed mid-epoch,
-a cache shard actor killed, the driver SIGKILLed and the run finished by ``--resume``; the
-final cache, window, weights and metrics are compared with an uninterrupted run."""
+"""Faults injected into a real Ray run (local Ray, 2 CPUs) whose run directory is on S3 (moto's
+server on 127.0.0.1): a Train worker SIGKILLed mid-epoch, a cache shard actor killed, the
+driver SIGKILLed and the run finished by ``--resume s3://...``; the final cache, window,
+weights and metrics are compared with an uninterrupted run on a local disk."""
 
 from __future__ import annotations
 
@@ -49,28 +50,30 @@ FAULTS = {"kill_worker": 6, "kill_shard": 12, "kill_driver": 16}
 
 
 def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
-    ray_session, tmp_path
+    ray_session, s3_server, tmp_path
 ):
     from adasim_ray.train.run import pretrain
+    from adasim_ray.train.rundir import join, list_dirs
 
+    runs = s3_server.uri(f"{s3_server.bucket()}/runs")
     env = os.environ | {
         "ADASIM_FAULT": ",".join(f"{k}@{v}" for k, v in FAULTS.items()),
         "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
     }
-    args = [sys.executable, "launch.py", "pretrain", "--output", str(tmp_path / "faulty")]
+    args = [sys.executable, "launch.py", "pretrain", "--output", runs]
     for item in RUN:
         args += ["--set", item]
     driver = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     assert driver.returncode == -9, driver.stdout[-3000:] + driver.stderr[-3000:]
-    [run_dir] = [str(p) for p in (tmp_path / "faulty").iterdir()]
+    [run_dir] = list_dirs(runs, "")
     # Each fault fired exactly once, at its step; after each the worker group restarted from
     # the checkpoint of the epoch before the fault: at most the steps since it are repeated.
     assert [(f["fault"], f["at"]) for f in fired(run_dir)] == list(FAULTS.items())
     assert resumes(run_dir) == [FAULTS["kill_worker"] // ITERS, FAULTS["kill_shard"] // ITERS]
     assert len(MetricsLog(run_dir).read()) == FAULTS["kill_driver"] // ITERS
 
-    cfg = load_config(Path(run_dir) / "config.yaml")  # what the driver ran
+    cfg = load_config(join(run_dir, "config.yaml"))  # what the driver ran
     resumed = pretrain(cfg, resume=run_dir, log_every=1000)
     assert resumes(run_dir)[-1] == FAULTS["kill_driver"] // ITERS
     straight = pretrain(cfg, str(tmp_path / "straight"), log_every=1000)

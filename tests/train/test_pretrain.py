@@ -124,3 +124,9 @@ def test_resume_refuses_other_key_settings(ray_session, tmp_path):
     first = run(tmp_path, "epochs=2", "ray.num_workers=0", "eval.knn_every=0", stop_after=1)
     with pytest.raises(CheckpointError, match="window"):
         run(tmp_path, "epochs=2", "ray.num_workers=0", "adasim.window=3", resume=first["run_dir"])
+    # The schedule and the data: more epochs, another batch, other images.
+    for change, key in (("epochs=3", "epochs"), ("batch_size=32", "batch_size"),
+                        ("limit_images=256", "num_images")):
+        with pytest.raises(CheckpointError, match=f"{key}: checkpoint .*--force"):
+            run(tmp_path, "epochs=2", "ray.num_workers=0", "eval.knn_every=0", change,
+                resume=first["run_dir"])
