@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from typing import Any
 
 from adasim_ray.commands.args import add_config_and_data, add_set_argument
 from adasim_ray.data.layout import ROWS_PER_GROUP
-from adasim_ray.errors import AdasimError, UserError
+from adasim_ray.errors import AdasimError, RunStoppedError, UserError
 from adasim_ray.presets import default_config_path
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG
 
@@ -32,6 +34,9 @@ __all__ = ["UserError", "build_parser", "default_config_path", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback under an error's one line (anywhere on the "
+                             "command line; also ADASIM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_pretrain, _add_eval, _add_prepare, _add_export, _add_audit, _add_check,
                 _add_sweep, _add_visualize):
@@ -40,13 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug anywhere on the line (or ADASIM_DEBUG=1): the traceback under a one-line error.
+    debug = "--debug" in argv or os.environ.get("ADASIM_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    if debug:  # seen by the Ray processes this starts (adasim_ray.train.hooks)
+        os.environ["ADASIM_DEBUG"] = "1"
     module, _, function = args.handler.partition(":")
     try:
         return int(getattr(importlib.import_module(module), function)(args))
-    except AdasimError as err:  # UserError, ConfigError, DataError, CheckpointError
+    except AdasimError as err:  # UserError, ConfigError, DataError, CheckpointError, ...
+        if debug:
+            traceback.print_exception(err)
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(err, RunStoppedError) else 2
     except KeyboardInterrupt:
         print("interrupted: resume with `launch.py pretrain --resume RUN_DIR`", file=sys.stderr)
         return 130

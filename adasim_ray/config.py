@@ -97,7 +97,10 @@ class RaySection:
         cache_shard_cpus: CPUs per shard actor.
         fetch_actors: concurrent Ray Data fetch tasks (load by index + augment) per rank.
         fetch_cpus: CPUs per fetch actor.
-        max_failures: worker failures tolerated; each restarts from the last checkpoint.
+        max_failures: failures survived (a Train worker, a cache shard actor or a node
+            lost): each restarts the worker group from the newest checkpoint; 3 by default,
+            -1 without bound, 0 to stop at the first. A run that stops on a fault prints one
+            line with the epoch reached and the ``--resume`` command (exit code 3).
         storage_path: where run directories live (a local path or s3:// gs:// URI);
             None = the ``--output`` directory.
     """
@@ -112,7 +115,7 @@ class RaySection:
     cache_shard_cpus: float = 0.0
     fetch_actors: int = 2
     fetch_cpus: float = 0.0
-    max_failures: int = 0
+    max_failures: int = 3
     storage_path: str | None = None
 
 

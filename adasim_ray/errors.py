@@ -20,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "RunStoppedError",
     "UserError",
     "first_line",
 ]
@@ -47,6 +48,11 @@ class DataError(AdasimError, ValueError):
 
 class CheckpointError(AdasimError, RuntimeError):
     """A checkpoint that cannot be used (truncated, foreign settings, missing)."""
+
+
+class RunStoppedError(AdasimError, RuntimeError):
+    """A run ended by a fault it could not survive (more failures than ``ray.max_failures``);
+    the message says what died, where the run got to and the command that continues it."""
 
 
 def first_line(err: BaseException) -> str:

@@ -143,3 +143,35 @@ def test_check_reads_a_cluster_yaml_at_its_autoscaling_maximum(tmp_path):
     with pytest.raises(UserError, match="available_node_types/head/resources/CPU") as err:
         validate_cluster_yaml(path)
     assert "\n" not in str(err.value)
+
+
+def test_workers_may_read_the_data_and_write_the_runs_nothing_else():
+    iam = ROOT / "experiments" / "clusters" / "iam"
+    worker = json.loads((iam / "aws-worker-policy.json").read_text())
+    head = json.loads((iam / "aws-head-policy.json").read_text())
+    buckets = {"arn:aws:s3:::adasim-ray-data", "arn:aws:s3:::adasim-ray-runs"}
+    for statement in worker["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert all(a.startswith("s3:") for a in statement["Action"]), statement
+        assert {r.removesuffix("/*") for r in statement["Resource"]} <= buckets, statement
+    reads = next(s for s in worker["Statement"] if s["Sid"] == "ReadTheData")
+    assert set(reads["Action"]) == {"s3:GetObject", "s3:ListBucket"}  # the data: read only
+    passes = [s for s in head["Statement"] if "iam:PassRole" in s["Action"]]
+    assert [s["Resource"] for s in passes] == ["arn:aws:iam::123456789012:role/adasim-ray-worker"]
+    aws = _load("aws")["available_node_types"]
+    assert aws["head"]["node_config"]["IamInstanceProfile"]["Arn"].endswith("/adasim-ray-head")
+    assert aws["gpu_worker"]["node_config"]["IamInstanceProfile"]["Arn"].endswith(
+        "/adasim-ray-worker")
+    gcp = _load("gcp")["available_node_types"]
+    for node, account in (("head", "adasim-ray-head"), ("gpu_worker", "adasim-ray-worker")):
+        [service] = gcp[node]["node_config"]["serviceAccounts"]
+        assert service["email"].startswith(account + "@")
+        assert "https://www.googleapis.com/auth/cloud-platform" not in service["scopes"]
+    [worker_account] = gcp["gpu_worker"]["node_config"]["serviceAccounts"]
+    assert worker_account["scopes"] == ["https://www.googleapis.com/auth/devstorage.read_write"]
+
+
+@pytest.mark.parametrize("provider", sorted(CLUSTERS))
+def test_the_dashboard_listens_on_the_head_only(provider):
+    [start] = [c for c in _load(provider)["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start

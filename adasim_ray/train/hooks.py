@@ -20,6 +20,40 @@ def pin_ray_address() -> None:
     import ray
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    one_line_ray_records()
+
+
+#: Set (to anything but 0) to see Ray's tracebacks; ``launch.py --debug`` sets it.
+DEBUG_ENV = "ADASIM_DEBUG"
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def one_line_ray_records() -> None:
+    """Records of Ray Train's and Ray Data's loggers in this process as one line each, without
+    the traceback they attach (a restart after a worker died logs ~40 lines of it on the
+    console, twice): the run's own last line says what died and how to go on. Unless
+    :data:`DEBUG_ENV` is set. The log files under ``/tmp/ray/session_*/logs`` keep what the
+    console then shows."""
+    if debugging():
+        return
+    make = logging.getLogRecordFactory()
+    if getattr(make, "adasim_one_line", False):
+        return
+
+    def one_line(*args, **kwargs) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if record.name.startswith(QUIET_LOGGERS) and record.levelno < logging.CRITICAL:
+            text = record.getMessage()
+            if record.exc_info or "\n" in text:
+                record.msg, record.args = text.splitlines()[0] if text else text, ()
+                record.exc_info = record.exc_text = None
+        return record
+
+    one_line.adasim_one_line = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(one_line)
 
 
 #: Ray's own loggers whose INFO lines on the console repeat what the run prints itself: Ray

@@ -51,6 +51,7 @@ from adasim_ray.train.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from adasim_ray.train.failures import raise_if_stopped, record_stop, user_error
 from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
@@ -98,7 +99,21 @@ class Worker:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of each Train worker (``TorchTrainer(train_loop_per_worker=...)``)."""
+    """Entry point of each Train worker (``TorchTrainer(train_loop_per_worker=...)``). A
+    user's error (a corrupt image, say) is recorded for this launch, so that a restart of
+    the worker group raises it at once rather than training up to it again."""
+    run_dir, launch = str(loop_config["run_dir"]), str(loop_config.get("launch", ""))
+    raise_if_stopped(run_dir, launch)
+    try:
+        return _train(loop_config)
+    except Exception as err:
+        found = user_error(err)
+        if found is not None:
+            record_stop(run_dir, launch, found)
+        raise
+
+
+def _train(loop_config: dict[str, Any]) -> dict[str, Any]:
     worker = start_worker(loop_config)
     cfg = worker.cfg
     start_epoch, plan_metrics = resume(worker)

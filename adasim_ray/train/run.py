@@ -26,7 +26,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
-from adasim_ray.data import DataError, ImageSource, describe, fingerprint
+from adasim_ray.data import ImageSource, describe, fingerprint
 from adasim_ray.recipe import (
     build_backbone_for,
     labels_of,
@@ -46,6 +46,7 @@ from adasim_ray.train.checkpoint import (
     latest_checkpoint,
     read_meta,
 )
+from adasim_ray.train.failures import ending
 from adasim_ray.train.faults import FAULT_ENV, parse_faults
 from adasim_ray.train.hooks import pin_ray_address
 from adasim_ray.train.loop import train_loop_per_worker
@@ -88,10 +89,12 @@ def init_ray(cfg: PretrainConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
+    if not address:
         start_local_ray()
+    elif "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        ray.init(address=address)  # `ray job submit`: the job's runtime_env stands as given
+    else:  # a driver of its own on a cluster: its workers get the hook as a local Ray's do
+        ray.init(address=address, runtime_env={"worker_process_setup_hook": pin_ray_address})
 
 
 def check_placeable(cfg: PretrainConfig, *, joined: bool = False) -> None:
@@ -120,31 +123,6 @@ def check_placeable(cfg: PretrainConfig, *, joined: bool = False) -> None:
 def resolve_resume(resume: str) -> tuple[str, str]:
     """(storage path, run name) of an existing run directory."""
     return split(require_run_dir(resume, "--resume", ConfigError))
-
-
-def user_error(err: BaseException) -> Exception | None:
-    """The data or config error at the root of a failed run (a corrupt image met by a Ray
-    Data task, say), as a one-line error of ours; None when the failure is something else.
-
-    Ray wraps a task's exception in its own (and Train in a worker-group error), so both the
-    exception chain and, failing that, the text of the traceback are searched."""
-    seen, todo = set(), [err]
-    while todo:
-        cur = todo.pop()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, (DataError, ConfigError, CheckpointError)):
-            return type(cur)(str(cur).splitlines()[0]) if str(cur) else cur
-        todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None)]
-        failures = getattr(cur, "worker_failures", None)
-        if isinstance(failures, dict):
-            todo += list(failures.values())
-    for line in reversed(str(err).splitlines()):
-        for name, kind in (("DataError: ", DataError), ("ConfigError: ", ConfigError)):
-            if name in line:
-                return kind(line.split(name, 1)[1].strip())
-    return None
 
 
 def check_eval_labels(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
@@ -214,13 +192,26 @@ def pretrain(
     try:
         result = trainer.fit()
     except Exception as err:  # local mode raises the loop's error directly
-        raise user_error(err) or err  # noqa: B904 - ours replaces Ray's wrapping on purpose
+        raise stop_error(err, cfg, plan) from err
     finally:
         for handle in actors:
             ray.kill(handle)
     if result.error is not None:
-        raise user_error(result.error) or result.error
+        raise stop_error(result.error, cfg, plan) from result.error
     return write_summary(plan, result, startup_s=t_ray - t_start, t_start=t_start)
+
+
+def stop_error(err: BaseException, cfg: PretrainConfig, plan: RunPlan) -> Exception:
+    """One line for a run that failed (``failures.ending``): the user's error, or the fault
+    with the epoch reached and the ``--resume`` command."""
+    try:
+        latest = latest_checkpoint(plan.run_dir)
+        checkpoint_epoch = None if latest is None else int(read_meta(latest)["epoch"])
+        epochs_done = len(MetricsLog(plan.run_dir).read())
+    except Exception:  # noqa: BLE001 - the storage itself may be what failed
+        checkpoint_epoch, epochs_done = None, 0
+    return ending(err, run_dir=plan.run_dir, epochs_done=epochs_done, epochs=cfg.epochs,
+                  checkpoint_epoch=checkpoint_epoch, max_failures=cfg.ray.max_failures)
 
 
 def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: bool,
@@ -328,6 +319,7 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
             "stop_after": stop_after,
             "faults": plan.faults,
             "driver_pid": os.getpid(),
+            "launch": launch,
             "tensorboard_dir": join(plan.run_dir, "tensorboard") if local_tb else None,
         },
         scaling_config=ScalingConfig(

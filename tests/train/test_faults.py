@@ -43,8 +43,7 @@ RUN = [
     "ray.num_workers=1",
     "ray.cpus_per_worker=1",
     "ray.fetch_actors=1",
-    "ray.max_failures=3",
-]
+]  # ray.max_failures at its default: faults are survived out of the box
 # epoch 2 step 2, epoch 3 step 3, epoch 4 step 2 (global steps from 0)
 FAULTS = {"kill_worker": 6, "kill_shard": 12, "kill_driver": 16}
 
@@ -137,3 +136,23 @@ def test_a_corrupt_image_met_in_training_is_one_line(ray_session, tmp_path, caps
     assert last.startswith("error: ") and str(bad) in last and "skip_corrupt" in last
     [run_dir] = list((tmp_path / "out").iterdir())
     assert (run_dir / "config.yaml").is_file()  # the run directory is kept
+
+
+def test_a_fault_beyond_max_failures_stops_in_one_line_with_the_resume_command(
+    ray_session, tmp_path
+):
+    env = os.environ | {"ADASIM_FAULT": "kill_worker@6",
+                        "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    args = [sys.executable, "launch.py", "pretrain", "--output", str(tmp_path)]
+    for item in [*RUN, "epochs=2", "ray.max_failures=0"]:
+        args += ["--set", item]
+    driver = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert driver.returncode == 3, driver.stderr[-3000:]
+    [run_dir] = [str(p) for p in tmp_path.iterdir()]
+    last = driver.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the run stopped in epoch 2 of 2, no restart allowed "
+                           "(ray.max_failures=0): ")
+    assert last.endswith(f"its newest checkpoint is of epoch 1; continue it with: launch.py "
+                         f"pretrain --resume {run_dir}")
+    assert "Traceback" not in driver.stderr.split("[adasim] epoch 1 done")[-1]

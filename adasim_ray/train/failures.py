@@ -1,0 +1,98 @@
+"""How a run ends when something fails: a user's error in one line, and a fault it could not
+survive in one line that says what died, where the run got to and how to continue it.
+
+Faults (a worker or an actor killed, a node lost) are survived ``ray.max_failures`` times by
+default: Ray Train restarts the worker group from the newest checkpoint. An error the user
+must fix (a corrupt image, a bad config met on a worker) would fail the same way on every
+restart, so the first worker that meets one records it in the run directory
+(``stopped.json``, for this launch only) and every restart of this launch raises it again at
+once instead of training up to it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from adasim_ray.errors import (
+    AdasimError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    RunStoppedError,
+    first_line,
+)
+from adasim_ray.train.rundir import join, read_text, write_text
+
+STOPPED = "stopped.json"
+_KINDS = {cls.__name__: cls for cls in (DataError, ConfigError, CheckpointError)}
+
+
+def user_error(err: BaseException) -> AdasimError | None:
+    """The data or config error at the root of a failed run (a corrupt image met by a Ray
+    Data task, say), as a one-line error of ours; None when the failure is something else.
+
+    Ray wraps a task's exception in its own (and Train in a worker-group error), so both the
+    exception chain and, failing that, the text of the traceback are searched."""
+    seen, todo = set(), [err]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, tuple(_KINDS.values())):
+            return type(cur)(str(cur).splitlines()[0]) if str(cur) else cur
+        todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None)]
+        failures = getattr(cur, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo += list(failures.values())
+    for line in reversed(str(err).splitlines()):
+        for name, kind in (("DataError: ", DataError), ("ConfigError: ", ConfigError)):
+            if name in line:
+                return kind(line.split(name, 1)[1].strip())
+    return None
+
+
+def record_stop(run_dir: str, launch: str, err: AdasimError) -> None:
+    """Note in the run directory that this launch met ``err``, a user's error."""
+    write_text(join(run_dir, STOPPED), json.dumps(
+        {"launch": launch, "type": type(err).__name__, "error": str(err)}))
+
+
+def raise_if_stopped(run_dir: str, launch: str) -> None:
+    """Raise the user's error this launch already met (a restart would meet it again)."""
+    text = read_text(join(run_dir, STOPPED))
+    if not text:
+        return
+    entry = json.loads(text)
+    if entry.get("launch") == launch:
+        raise _KINDS.get(entry.get("type"), DataError)(entry.get("error", ""))
+
+
+def what_died(err: BaseException) -> str:
+    """One line on the failure under Ray's wrapping: the first worker's error when Ray Train
+    lists them (``WorkerGroupError.worker_failures``), else the error itself."""
+    failures = getattr(err, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        rank, cause = sorted(failures.items())[0]
+        return f"worker {rank}: {first_line(cause)}"[:300]
+    return first_line(err)[:300]
+
+
+def run_stopped(err: BaseException, *, run_dir: str, epochs_done: int, epochs: int,
+                checkpoint_epoch: int | None, max_failures: int,
+                command: str = "launch.py") -> RunStoppedError:
+    """The one-line :class:`RunStoppedError` of a run that a fault ended."""
+    restarts = ("no restart allowed (ray.max_failures=0)" if max_failures == 0 else
+                f"after {max_failures} restart(s) (ray.max_failures)")
+    saved = ("no checkpoint yet" if checkpoint_epoch is None
+             else f"its newest checkpoint is of epoch {checkpoint_epoch}")
+    return RunStoppedError(
+        f"the run stopped in epoch {min(epochs_done + 1, epochs)} of {epochs}, {restarts}: "
+        f"{what_died(err)}; {saved}; continue it with: {command} pretrain --resume {run_dir}")
+
+
+def ending(err: BaseException, **context: Any) -> AdasimError:
+    """What a failed run raises: the user's error under ``err`` if there is one, else
+    :func:`run_stopped`."""
+    return user_error(err) or run_stopped(err, **context)
