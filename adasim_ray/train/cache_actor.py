@@ -22,6 +22,8 @@ import torch
 
 from adasim_ray.engine import BootstrapConfig, BootstrapShard, PlanStats, TopK, merge_topk
 from adasim_ray.engine.shard import shard_ranges
+from adasim_ray.train.checkpoint import load_state_file, save_state_file, shard_file
+from adasim_ray.train.rundir import join
 
 
 class ShardLostError(RuntimeError):
@@ -120,6 +122,15 @@ class CacheShardActor:
     def load_state(self, state: dict[str, Any]) -> None:
         self.shard.load_state_dict(state)
         self.lost = False
+
+    def save(self, uri: str) -> int:
+        """Write this shard's state to ``uri`` (the run's storage) itself; returns its size."""
+        self._check()
+        return save_state_file(self.shard.state_dict(), uri)
+
+    def load(self, uri: str) -> None:
+        """Restore this shard from the file :meth:`save` wrote, read here."""
+        self.load_state(load_state_file(uri))
 
     def stats(self) -> dict[str, float]:
         return {"busy_s": self.busy_s, "nbytes": self.shard.nbytes()}
@@ -238,6 +249,23 @@ class ShardedCache:
     def states(self) -> list[dict[str, Any]]:
         self.flush()
         return ray.get([h.state.remote() for h in self.handles])
+
+    def save_files(self, run_dir: str, epoch: int, save_id: str) -> list[tuple[str, int]]:
+        """Each shard writes its own file into the run directory, in parallel; returns
+        (path relative to the run directory, size) per shard."""
+        self.flush()
+        paths = [shard_file(epoch, s, save_id) for s in range(len(self.handles))]
+        sizes = ray.get([h.save.remote(join(run_dir, p))
+                         for h, p in zip(self.handles, paths, strict=True)])
+        return list(zip(paths, sizes, strict=True))
+
+    def load_files(self, uris: list[str]) -> None:
+        """Each shard reads its own file back (:meth:`save_files`)."""
+        if len(uris) != len(self.handles):
+            raise ValueError(
+                f"the checkpoint has {len(uris)} cache shards, this run has {len(self.handles)}"
+            )
+        ray.get([h.load.remote(uri) for h, uri in zip(self.handles, uris, strict=True)])
 
     def load_states(self, states: list[dict[str, Any]]) -> None:
         if len(states) != len(self.handles):

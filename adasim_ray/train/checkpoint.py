@@ -5,12 +5,19 @@ local path or a cloud URI) holds:
 
 - ``model.pt``: method (student, teacher, heads, DINO centre), optimiser, grad scaler, the
   global iteration (the schedules are indexed by it), RNG state;
-- ``cache_shard_<s>.pt``: each cache shard's rows, window and partners, written by rank 0 only
-  (the shards live once, in actors, never per worker);
-- ``meta.json``: epoch, key settings, the plan metrics and the size of every other file,
-  written *last*: a directory without it is an interrupted save, and one whose files differ
-  from the sizes it lists was cut short while being copied (Ray copies a reported checkpoint
-  file by file, in no set order); neither is ever loaded.
+- ``meta.json``: epoch, key settings, the plan metrics, the size of every other file and the
+  cache shards' files with their sizes, written *last*: a directory without it is an
+  interrupted save, and one whose files differ from the sizes it lists was cut short while
+  being copied (Ray copies a reported checkpoint file by file, in no set order); neither is
+  ever loaded.
+
+The cache shards' rows, window and partners (4.9 GB at ImageNet-1k) do not pass through rank 0
+or Ray's object store: each shard actor writes its own file straight to the run's storage,
+``RUN_DIR/shards/epoch_<E>-<id>/cache_shard_<s>.pt`` (:func:`shard_file`; a new folder per
+save, so that a redone epoch never overwrites the files of a checkpoint that lists them), and
+reads it back itself on restore. Folders that no kept checkpoint lists are removed
+(:func:`prune_shard_files`). Checkpoints from before hold ``cache_shard_<s>.pt`` inside;
+they still load.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ META = "meta.json"
 MODEL = "model.pt"
 #: Checkpoints are written into a temporary directory of this prefix, then handed over.
 STAGING_PREFIX = "adasim-ckpt-"
+SHARDS_DIR = "shards"
 
 #: Settings that a resumed run must share with its checkpoint: the state means nothing
 #: otherwise (the model, the cache's layout), or the schedule and the data would silently
@@ -72,16 +80,56 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def shard_file(epoch: int, shard: int, save_id: str) -> str:
+    """Where shard ``shard`` of the save ``save_id`` of epoch ``epoch`` goes, relative to the
+    run directory."""
+    return f"{SHARDS_DIR}/epoch_{epoch:05d}-{save_id}/cache_shard_{shard}.pt"
+
+
+def save_state_file(state: Any, uri: str) -> int:
+    """``torch.save`` ``state`` to ``uri`` (a local path: written under a temporary name and
+    renamed; object storage: written locally, then copied); returns its size in bytes."""
+    if "://" not in uri:
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(state, path)
+        return path.stat().st_size
+    fs, path = resolve(uri)
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX) as tmp:
+        local = Path(tmp, "state.pt")
+        torch.save(state, local)
+        pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+        return local.stat().st_size
+
+
+def load_state_file(uri: str) -> Any:
+    """A file written by :func:`save_state_file`, loaded with ``weights_only=True``."""
+    if "://" not in uri:
+        return _load(Path(uri).parent, Path(uri).name)
+    fs, path = resolve(uri)
+    with tempfile.TemporaryDirectory(prefix="adasim-restore-") as tmp:
+        try:
+            pafs.copy_files(path, str(Path(tmp, "state.pt")), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        except OSError as err:
+            raise CheckpointError(f"{uri}: cannot read ({err})") from None
+        return _load(Path(tmp), "state.pt")
+
+
 def write_checkpoint(
     directory: str | Path,
     *,
     model_state: dict[str, Any],
-    shard_states: list[dict[str, Any]],
     meta: dict[str, Any],
+    shard_states: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    shard_files: list[tuple[str, int]] = (),  # type: ignore[assignment]
     between_files: Callable[[], None] | None = None,
 ) -> None:
     """Fill ``directory`` with a complete checkpoint; ``meta.json`` (with every other file's
-    size) is written last. ``between_files`` runs after the model file (a fault hook)."""
+    size) is written last. ``shard_files`` lists the files the shard actors wrote (path
+    relative to the run directory, size); ``shard_states`` writes the states inside instead
+    (the older layout). ``between_files`` runs after the model file (a fault hook)."""
     directory = Path(directory)
     _atomic_save(model_state, directory / MODEL)
     if between_files is not None:
@@ -91,6 +139,8 @@ def write_checkpoint(
         _atomic_save(state, directory / f"cache_shard_{s}.pt")
         names.append(f"cache_shard_{s}.pt")
     meta = meta | {"files": {name: (directory / name).stat().st_size for name in names}}
+    if shard_files:
+        meta["shard_files"] = [[path, int(size)] for path, size in shard_files]
     tmp = directory / (META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, directory / META)
@@ -106,13 +156,18 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{join(str(directory), META)}: unreadable ({err})") from None
 
 
-def verify(directory: str | Path) -> dict[str, Any]:
-    """The meta of a complete checkpoint (a local directory or a URI); CheckpointError (one
-    line) if it is not one."""
+def verify(directory: str | Path, run_dir: str | None = None) -> dict[str, Any]:
+    """The meta of a complete checkpoint (a local directory or a URI; its shard files are
+    looked for in ``run_dir``, by default the directory's parent); CheckpointError (one line)
+    if it is not one."""
     meta = read_meta(directory)
-    fs, path = resolve(str(directory))
-    for name, size in meta.get("files", {}).items():
-        info = fs.get_file_info(f"{path.rstrip('/')}/{name}")
+    listed = [(join(str(directory), name), name, size)
+              for name, size in meta.get("files", {}).items()]
+    base = run_dir or split(str(directory))[0]
+    listed += [(join(base, path), path, size) for path, size in meta.get("shard_files", [])]
+    for uri, name, size in listed:
+        fs, path = resolve(uri)
+        info = fs.get_file_info(path)
         if info.type != pafs.FileType.File:
             raise CheckpointError(f"{directory}: {name} is missing")
         if info.size != size:
@@ -123,13 +178,18 @@ def verify(directory: str | Path) -> dict[str, Any]:
 
 
 def read_checkpoint(
-    directory: str | Path, *, shards: bool = True
+    directory: str | Path, *, shards: bool = True, run_dir: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     """(meta, model state, shard states) of a complete checkpoint directory, local or on
     object storage (read through a local temporary copy, removed after); with
     ``shards=False`` the shard states (gigabytes at scale) are not read and the list is
-    empty: only the process that restores the shards needs them."""
-    meta = verify(directory)
+    empty: a run restores its shards in the shard actors (:func:`shard_uris`), so only the
+    commands that inspect a run (audit, visualize) read them here."""
+    meta = verify(directory, run_dir)
+    if shards and meta.get("shard_files"):
+        model = read_checkpoint(directory, shards=False, run_dir=run_dir)[1]
+        return meta, model, [load_state_file(uri) for uri in
+                             shard_uris(meta, run_dir or split(str(directory))[0])]
     count = int(meta["settings"]["cache_shards"]) if shards else 0
     names = [MODEL] + [f"cache_shard_{s}.pt" for s in range(count)]
     if "://" not in str(directory):
@@ -145,6 +205,29 @@ def read_checkpoint(
             except OSError as err:
                 raise CheckpointError(f"{directory}: cannot read {name} ({err})") from None
         return meta, _load(Path(tmp), MODEL), [_load(Path(tmp), name) for name in names[1:]]
+
+
+def shard_uris(meta: dict[str, Any], run_dir: str) -> list[str]:
+    """Where the shard files of a checkpoint's ``meta`` are, in shard order; empty for a
+    checkpoint that holds its shard states inside (the older layout)."""
+    return [join(run_dir, path) for path, _ in meta.get("shard_files", [])]
+
+
+def prune_shard_files(run_dir: str, keep: str | None = None) -> None:
+    """Remove the shard folders that no complete checkpoint of the run lists (older than the
+    oldest listed one), except ``keep`` (the save in progress, not yet listed)."""
+    listed = set()
+    for checkpoint in complete_checkpoints(run_dir):
+        listed |= {split(path)[0] for path, _ in read_meta(checkpoint).get("shard_files", [])}
+    if not listed:
+        return
+    oldest = min(split(path)[1] for path in listed)  # epoch_<E>-<id>: by epoch first
+    for folder in list_dirs(join(run_dir, SHARDS_DIR), "epoch_"):
+        name = split(folder)[1]
+        if join(SHARDS_DIR, name) in listed or name == keep or name[:11] >= oldest[:11]:
+            continue
+        fs, path = resolve(folder)
+        fs.delete_dir(path)
 
 
 def _load(directory: Path, name: str) -> Any:

@@ -25,6 +25,7 @@ import math
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,18 @@ from torch import nn
 from adasim_ray.augmentations import GlobalViews
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource
+from adasim_ray.errors import first_line
 from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
 from adasim_ray.train.cache_actor import ShardedCache
 from adasim_ray.train.checkpoint import (
     STAGING_PREFIX,
-    CheckpointError,
     complete_checkpoints,
     keep_checkpoint,
+    prune_shard_files,
     read_checkpoint,
+    read_meta,
+    shard_uris,
     write_checkpoint,
 )
 from adasim_ray.train.failures import raise_if_stopped, record_stop, user_error
@@ -56,7 +60,7 @@ from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
 from adasim_ray.train.pipeline import plan_board_name
-from adasim_ray.train.rundir import MetricsLog
+from adasim_ray.train.rundir import MetricsLog, split
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
 # The checkpoints of a run are read from its storage (Ray Train's and local mode's both live
@@ -135,6 +139,8 @@ def _train(loop_config: dict[str, Any]) -> dict[str, Any]:
         stop_after = loop_config.get("stop_after")
         if stop_after is not None and epoch + 1 >= stop_after:
             break
+    if worker.cache is not None:  # the shard files of checkpoints let go at the last save
+        prune_shard_files(worker.run_dir)
     if worker.writer is not None:
         worker.writer.close()
     return last
@@ -189,7 +195,7 @@ def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
         if worker.cache is not None:
             worker.cache.reset()  # a restarted shard actor, or a fresh run: start empty
         return 0, FIRST_PLAN
-    meta, state, shard_states = loaded
+    meta, state = loaded
     worker.method.load_state_dict(state["model"])
     worker.optimizer.load_state_dict(state["optimizer"])
     if worker.scaler is not None and state.get("scaler"):
@@ -197,27 +203,26 @@ def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
     torch.set_rng_state(state["rng"])
     start_epoch = int(meta["epoch"])
     if worker.cache is not None:
-        worker.cache.load_states(shard_states)
         print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
         record_resume(worker.run_dir, start_epoch)
     return start_epoch, meta["plan_metrics"]
 
 
-def load_newest_checkpoint(worker: Worker) -> tuple[Any, Any, Any] | None:
-    """(meta, model state, shard states) of the newest complete checkpoint of the run that
-    loads, or None. Rank 0 tries them newest first (one that fails to load, its content
+def load_newest_checkpoint(worker: Worker) -> tuple[Any, Any] | None:
+    """(meta, model state) of the newest complete checkpoint of the run that loads, or None;
+    on rank 0 the cache shards are restored from it too (each shard actor reads its own
+    file). Rank 0 tries the checkpoints newest first (one that fails to load, its content
     corrupt though its sizes match, is passed over with one line) and tells the other ranks
     which it took, so that every rank resumes from the same one. Ray Train's own checkpoint
     is the last resort (a run directory that lists none)."""
-    with_shards = worker.cache is not None
     loaded, chosen = None, None
     if worker.rank == 0:
         for path in complete_checkpoints(worker.run_dir):
             try:
-                loaded = read_checkpoint(path, shards=with_shards)
-            except CheckpointError as err:
-                print(f"[adasim] passing over a checkpoint that does not load: {err}",
-                      flush=True)
+                loaded = _restore(worker, path)
+            except Exception as err:  # noqa: BLE001 - a shard actor's error comes wrapped
+                print(f"[adasim] passing over a checkpoint that does not load: {path}: "
+                      f"{first_line(user_error(err) or err)}", flush=True)
                 continue
             chosen = str(path)
             break
@@ -230,9 +235,23 @@ def load_newest_checkpoint(worker: Worker) -> tuple[Any, Any, Any] | None:
     if chosen is None or loaded is not None:
         return loaded
     if chosen != RAY_CHECKPOINT:
-        return read_checkpoint(chosen, shards=with_shards)
+        return _restore(worker, chosen)
     with ray.train.get_checkpoint().as_directory() as directory:
-        return read_checkpoint(directory, shards=with_shards)
+        return _restore(worker, directory)
+
+
+def _restore(worker: Worker, checkpoint: str | Path) -> tuple[Any, Any]:
+    """(meta, model state) of one checkpoint; rank 0 also restores the shards from it."""
+    with_shards = worker.cache is not None
+    meta, state, states = read_checkpoint(checkpoint, run_dir=worker.run_dir,
+                                          shards=with_shards and "shard_files" not in
+                                          read_meta(checkpoint))
+    if with_shards:
+        if states:  # a checkpoint of the older layout: the states inside, read here
+            worker.cache.load_states(states)
+        else:
+            worker.cache.load_files(shard_uris(meta, worker.run_dir))
+    return meta, state
 
 
 def publish_plan(worker: Worker, epoch: int) -> None:
@@ -394,6 +413,11 @@ def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],
 
 def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
            next_plan: dict[str, Any]) -> None:
+    save_id = uuid.uuid4().hex[:8]
+    # The shard actors write their own files to the run's storage first; meta.json, which
+    # lists them with their sizes, comes last.
+    shard_files = worker.cache.save_files(worker.run_dir, epoch + 1, save_id)
+    prune_shard_files(worker.run_dir, keep=split(split(shard_files[0][0])[0])[1])
     write_checkpoint(
         ckpt_dir,
         model_state={
@@ -403,7 +427,7 @@ def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
             "rng": torch.get_rng_state(),
             "it": (epoch + 1) * worker.method.iters_per_epoch,
         },
-        shard_states=worker.cache.states(),
+        shard_files=shard_files,
         meta={
             "epoch": epoch + 1,
             "settings": worker.loop_config["settings"],

@@ -1,4 +1,4 @@
-"""A real sweep on digits: three trials (each a Ray Train run with its cache actor), the
+"""A real sweep on digits: two trials (each a Ray Train run with its cache actor), the
 driver killed with SIGKILL after the first trial finished, then ``--resume``."""
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def _sweep_file(tmp_path: Path) -> Path:
                     "limit_images": 384,
                     "epochs": 2,
                     "checkpoint_every": 1,
-                    "eval": {"knn_every": 1, "max_train": 300, "max_test": 100},
+                    "eval": {"knn_every": 2, "max_train": 300, "max_test": 100},
                 },
-                "search": {"center": {"adasim.tau": 0.2}, "factors": {"adasim.tau": [0.0, 0.5]}},
+                "search": {"center": {"adasim.tau": 0.2}, "factors": {"adasim.tau": [0.0]}},
             }
         )
     )
@@ -88,7 +88,7 @@ def test_sweep_killed_then_resumed_reruns_no_finished_trial(ray_session, tmp_pat
     assert main(["sweep", "--resume", str(sweep_dir)]) == 0
 
     done = sorted((sweep_dir / "trials").glob("*"))
-    assert len(done) == 3
+    assert len(done) == 2
     # The finished trial was not trained again: same summary, same metrics.
     assert (first / "summary.json").stat().st_mtime_ns == first_summary
     assert (first / "metrics.jsonl").read_text() == first_rows
@@ -99,8 +99,8 @@ def test_sweep_killed_then_resumed_reruns_no_finished_trial(ray_session, tmp_pat
         assert rows[-1]["knn_top1"] is not None
     # The table: one row per trial, each with its tau and a k-NN accuracy.
     md = (sweep_dir / "results.md").read_text()
-    for trial, tau in zip(done, ("0.2000", "0.0000", "0.5000"), strict=True):
+    for trial, tau in zip(done, ("0.2000", "0.0000"), strict=True):
         line = next(x for x in md.splitlines() if x.startswith(f"| {trial.name} "))
         assert f"| {tau} |" in line and "| done |" in line
     assert "Best setting: tau =" in md
-    assert (sweep_dir / "results.csv").read_text().count("\n") == 4
+    assert (sweep_dir / "results.csv").read_text().count("\n") == 3

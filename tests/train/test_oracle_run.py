@@ -14,7 +14,12 @@ from PIL import Image
 from adasim_ray.cli import main
 from adasim_ray.config import load_config
 from adasim_ray.data import open_source, stratified_sample
-from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
+from adasim_ray.train.checkpoint import (
+    complete_checkpoints,
+    latest_checkpoint,
+    read_checkpoint,
+    read_meta,
+)
 from adasim_ray.train.rundir import MetricsLog
 
 TINY = [
@@ -52,6 +57,14 @@ def test_oracle_run_follows_the_schedule_and_pairs_within_classes(ray_session, t
     assert 0.0 <= rows[2]["nn2_top1"] <= 1.0  # the window is filled as in the other modes
     assert all(np.isfinite(r["loss"]) for r in rows)
 
+    # The shard actor wrote its own file into the run directory, which the checkpoint lists;
+    # the folders of checkpoints no longer kept are gone.
+    run_dir = Path(summary["run_dir"])
+    checkpoints = [read_meta(c) for c in complete_checkpoints(run_dir)]
+    assert [m["epoch"] for m in checkpoints] == [3, 2]
+    assert not list(run_dir.glob("checkpoint_*/cache_shard_*.pt"))
+    listed = {str(run_dir / p) for m in checkpoints for p, _ in m["shard_files"]}
+    assert {str(p) for p in run_dir.glob("shards/*/cache_shard_*.pt")} == listed
     _, _, shards = read_checkpoint(latest_checkpoint(summary["run_dir"]))
     partners = np.concatenate([s["partners"].numpy() for s in shards])
     labels = open_source("digits", "train").labels[stratified_sample(

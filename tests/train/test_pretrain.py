@@ -130,3 +130,18 @@ def test_resume_refuses_other_key_settings(ray_session, tmp_path):
         with pytest.raises(CheckpointError, match=f"{key}: checkpoint .*--force"):
             run(tmp_path, "epochs=2", "ray.num_workers=0", "eval.knn_every=0", change,
                 resume=first["run_dir"])
+
+
+def test_a_checkpoint_that_does_not_load_is_passed_over(ray_session, tmp_path, capsys):
+    from adasim_ray.train.checkpoint import complete_checkpoints, read_meta
+    from adasim_ray.train.faults import resumes
+
+    common = ("epochs=3", "adasim.window=1", "ray.num_workers=0", "eval.knn_every=0")
+    first = run(tmp_path, *common, stop_after=2)
+    newest = complete_checkpoints(first["run_dir"])[0]
+    [(shard, size)] = read_meta(newest)["shard_files"]
+    (Path(first["run_dir"]) / shard).write_bytes(b"\0" * size)  # sizes right, content not
+    resumed = run(tmp_path, *common, resume=first["run_dir"])
+    assert "passing over a checkpoint that does not load" in capsys.readouterr().out
+    assert resumes(resumed["run_dir"]) == [1]  # from epoch 1's checkpoint, not epoch 2's
+    assert [r["epoch"] for r in MetricsLog(resumed["run_dir"]).read()] == [1, 2, 3]
