@@ -15,6 +15,8 @@ from PIL import Image
 
 from adasim_ray.cli import main
 from adasim_ray.config import load_config
+from adasim_ray.data import fingerprint
+from adasim_ray.recipe import open_train_source
 from adasim_ray.train.checkpoint import MODEL, key_settings, write_checkpoint
 
 DIGITS = ["--data", "digits", "--set", "limit_images=300", "--set", "batch_size=32"]
@@ -46,7 +48,9 @@ def _run_dir(root: Path, *overrides: str) -> Path:
     )
     write_checkpoint(run / "checkpoint_000001", model_state={"w": torch.zeros(3)},
                      shard_states=[{}],
-                     meta={"epoch": 1, "settings": key_settings(cfg, 300, 96),
+                     meta={"epoch": 1,
+                           "settings": key_settings(cfg, 300, 96,
+                                                    fingerprint(open_train_source(cfg))),
                            "plan_metrics": {}})
     return run
 

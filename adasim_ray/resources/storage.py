@@ -6,6 +6,7 @@ that a local disk has room for its checkpoints."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -57,4 +58,18 @@ def check_storage(run_dir: str, need_bytes: int) -> None:
         raise ConfigError(
             f"--output: {run_dir} has {free / 2**20:.0f} MiB free, two checkpoints need "
             f"{2 * need_bytes / 2**20:.0f} MiB"
+        )
+
+
+def check_staging(need_bytes: int, directory: str | None = None) -> None:
+    """Fail at start, in one line, when the temporary directory where checkpoints are staged
+    before they go to the run's storage (``TMPDIR``) lacks room for one: the model file, and
+    a cache shard's file where an actor stages it for object storage."""
+    directory = directory or tempfile.gettempdir()
+    free = shutil.disk_usage(directory).free
+    if free < need_bytes:
+        raise ConfigError(
+            f"checkpoint staging: {directory} has {free / 2**20:.0f} MiB free, a checkpoint "
+            f"needs {need_bytes / 2**20:.0f} MiB there before it goes to the run directory; "
+            "point TMPDIR at a larger disk"
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,32 @@ def plan_concurrency(sweep: Sweep, max_trials: int | None) -> int:
     return max(1, wanted)
 
 
+def allow_epochs_without_the_metric() -> None:
+    """An epoch without a k-NN evaluation (``eval.knn_every`` > 1, as in the paper's
+    800-epoch runs) reports no knn_top1, and Tune would end the sweep at the first such
+    result. The searcher (:func:`optuna_searcher`) and ASHA (which needs knn_every 1,
+    spec.py) skip results without the metric."""
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+
+
+def optuna_searcher() -> type:
+    """Ray's ``OptunaSearch``, given only the results that hold the metric. Made on first use
+    (Optuna is imported only by Optuna sweeps) and kept in this module, where the pickled
+    state of a sweep finds it again on ``--resume``."""
+    cls = globals().get("OptunaSearchOnMeasuredEpochs")
+    if cls is None:
+        from ray.tune.search.optuna import OptunaSearch
+
+        def on_trial_result(self: Any, trial_id: str, result: dict) -> None:
+            if self.metric in result:
+                OptunaSearch.on_trial_result(self, trial_id, result)
+
+        cls = type("OptunaSearchOnMeasuredEpochs", (OptunaSearch,),
+                   {"on_trial_result": on_trial_result, "__module__": __name__})
+        globals()["OptunaSearchOnMeasuredEpochs"] = cls
+    return cls
+
+
 def build_tuner(sweep: Sweep, sweep_dir: Path, *, max_trials: int | None, log_every: int) -> Any:
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig
@@ -166,12 +193,12 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, *, max_trials: int | None, log_ev
         num_samples = 1
     else:
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
 
         param_space = {name: _domain(spec) for name, spec in search.space.items()}
 
-        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=search.seed))
+        search_alg = optuna_searcher()(sampler=optuna.samplers.TPESampler(seed=search.seed))
         num_samples = min(search.num_samples, max_trials or search.num_samples)
+    allow_epochs_without_the_metric()
     scheduler = None
     if sweep.scheduler.asha:
         from ray.tune.schedulers import ASHAScheduler
@@ -261,6 +288,8 @@ def resume_sweep(sweep_dir: str, *, log_every: int = 50) -> Path:
     if not tune.Tuner.can_restore(str(state)):
         raise ConfigError(f"--resume: {path} holds no Tune state to restore ({state})")
     print(f"[sweep] resuming {path}", flush=True)
+    allow_epochs_without_the_metric()
+    optuna_searcher()  # the class a pickled Optuna searcher names
     tuner = tune.Tuner.restore(
         str(state),
         trainable=_trainable(sweep, path, log_every),

@@ -36,7 +36,7 @@ from adasim_ray.recipe import (
 )
 from adasim_ray.resources.memory import bootstrap_memory
 from adasim_ray.resources.placement import cluster_nodes, local_nodes, shortfall
-from adasim_ray.resources.storage import check_storage
+from adasim_ray.resources.storage import check_staging, check_storage
 from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.checkpoint import (
     CheckpointError,
@@ -240,6 +240,8 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults)
     params = sum(p.numel() for p in backbone.parameters())
     check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
+    shard_bytes = bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
+    check_staging(4 * 4 * params + shard_bytes // max(cfg.ray.cache_shards, 1))
     write_text(join(plan.run_dir, CONFIG), dump_config(cfg))
     return plan
 
