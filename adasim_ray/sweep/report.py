@@ -1,6 +1,8 @@
 """The table of a sweep, like the paper's Table 4: one row per trial, from its run directory.
 
 Reads ``<sweep>/trials/<trial id>/`` (config.yaml, metrics.jsonl, summary.json or error.txt),
+or the same under ``<storage>/<sweep name>/trials/`` when the base config names a
+``ray.storage_path`` (object storage: the trials' runs are written there),
 so it works on a finished, interrupted or still running sweep; writes ``results.md``,
 ``results.csv`` and ``knn_vs_factors.png`` into the sweep directory.
 """
@@ -15,11 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import yaml
 
 from adasim_ray.configfile import ConfigError, read_yaml
-from adasim_ray.sweep.spec import SHORT_NAMES, load_sweep
-from adasim_ray.train.rundir import CONFIG, METRICS, SUMMARY
+from adasim_ray.sweep.spec import SHORT_NAMES, load_sweep, trials_root
+from adasim_ray.train.rundir import (
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    file_type,
+    join,
+    list_dirs,
+    read_text,
+    split,
+)
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -48,11 +60,9 @@ def _dotted(data: dict[str, Any], name: str) -> Any:
     return node
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
+def _rows(uri: str) -> list[dict[str, Any]]:
     rows = []
-    for line in path.read_text().splitlines():
+    for line in (read_text(uri) or "").splitlines():
         line = line.strip()
         if line:
             try:
@@ -62,29 +72,32 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_trial(trial_dir: Path, factors: list[str]) -> TrialRow:
-    if (trial_dir / "error.txt").is_file():
-        point_file = trial_dir / "point.json"
-        point = json.loads(point_file.read_text()) if point_file.is_file() else {}
+def read_trial(trial_dir: str | Path, factors: list[str]) -> TrialRow:
+    """One trial's row from its run directory (a local path or a URI)."""
+    trial_dir = str(trial_dir)
+    name = split(trial_dir)[1]
+    error = read_text(join(trial_dir, "error.txt"))
+    if error is not None:
+        point = json.loads(read_text(join(trial_dir, "point.json")) or "{}")
         return TrialRow(
-            trial=trial_dir.name,
+            trial=name,
             values={f: point.get(f) for f in factors},
             status="error",
-            error=(trial_dir / "error.txt").read_text().strip(),
+            error=error.strip(),
         )
-    config = yaml.safe_load((trial_dir / CONFIG).read_text())
-    metrics = _rows(trial_dir / METRICS)
+    config = yaml.safe_load(read_text(join(trial_dir, CONFIG)) or "") or {}
+    metrics = _rows(join(trial_dir, METRICS))
     knn = [r["knn_top1"] for r in metrics if r.get("knn_top1") is not None]
     last = metrics[-1] if metrics else {}
     epochs_planned = int(config.get("epochs", 0))
-    if (trial_dir / SUMMARY).is_file():
+    if file_type(join(trial_dir, SUMMARY)) == pafs.FileType.File:
         status = "done"
     elif metrics:
         status = f"stopped after {len(metrics)}/{epochs_planned} epochs"
     else:
         status = "not started"
     return TrialRow(
-        trial=trial_dir.name,
+        trial=name,
         values={f: _dotted(config, f) for f in factors},
         status=status,
         epochs=len(metrics),
@@ -101,8 +114,8 @@ def collect(sweep_dir: str | Path) -> tuple[list[str], list[TrialRow], str, str]
         raise ConfigError(f"{path} is not a sweep directory (no sweep.yaml)")
     base = read_yaml(path / "base.yaml")
     sweep = load_sweep(path / "sweep.yaml", base=base)
-    trials = sorted(p for p in (path / "trials").glob("*") if p.is_dir())
-    rows = [read_trial(t, sweep.factors) for t in trials]
+    # The trials' run directories: SWEEP/trials, or on the base's storage (object storage).
+    rows = [read_trial(t, sweep.factors) for t in list_dirs(trials_root(base, path), "")]
     return sweep.factors, rows, sweep.search.metric, sweep.search.mode
 
 

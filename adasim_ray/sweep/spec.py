@@ -240,6 +240,22 @@ def _check_field_exists(name: str) -> None:
         node = getattr(node, part)
 
 
+#: The folder of the trials' run directories, in the sweep directory or on storage.
+TRIALS = "trials"
+
+
+def trials_root(base: dict[str, Any], sweep_dir: str | Path) -> str:
+    """Where the trials' run directories live: ``SWEEP/trials`` beside Tune's state, or, when
+    the base config names a ``ray.storage_path`` (the paper's configs: s3://...), the
+    sweep's folder there, ``STORAGE/<sweep name>/trials``, so that checkpoints go where the
+    runs of the paper go and the report reads them there."""
+    storage = (base.get("ray") or {}).get("storage_path")
+    if not storage:
+        return str(Path(sweep_dir) / TRIALS)
+    return "/".join([str(storage).rstrip("/"), Path(sweep_dir).name, TRIALS])
+
+
+
 def is_sweep_file(path: str | Path) -> bool:
     """A YAML with a top-level ``search`` section is a sweep file, not a pretraining config."""
     return "search" in read_yaml(path)

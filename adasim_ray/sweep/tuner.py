@@ -17,6 +17,7 @@ from what one trial's workers, shards and fetch tasks reserve.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,15 +25,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import yaml
 
 from adasim_ray.config import PretrainConfig, validate
 from adasim_ray.configfile import ConfigError
 from adasim_ray.resources.placement import run_bundles, totals
-from adasim_ray.sweep.spec import Sweep, apply_point, load_sweep
-from adasim_ray.train.rundir import is_run_dir
+from adasim_ray.sweep.spec import Sweep, apply_point, load_sweep, trials_root
+from adasim_ray.train.rundir import file_type, is_run_dir, join, write_text
 
-TRIALS = "trials"
 TUNE_NAME = "tune"
 SWEEP_FILE = "sweep.yaml"
 BASE_FILE = "base.yaml"
@@ -68,25 +69,26 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
     from adasim_ray.train.rundir import MetricsLog
 
     trial_id = ray.tune.get_context().get_trial_id()
-    run_dir = Path(trials_dir) / trial_id
+    run_dir = join(trials_dir, trial_id)
     point = {k: v for k, v in params.items() if k != POINT_KEY}
     point.update(params.get(POINT_KEY) or {})
     try:
         cfg = validate(apply_point(base, point))
     except ConfigError as err:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(f"{err}\n")
-        (run_dir / "point.json").write_text(json.dumps(point))
+        write_text(join(run_dir, ERROR_FILE), f"{err}\n")
+        write_text(join(run_dir, "point.json"), json.dumps(point))
         raise
-    if (run_dir / "summary.json").is_file():
+    # The trial's run goes into trials_dir, wherever the base's storage_path pointed.
+    cfg = cfg.replace(ray=dataclasses.replace(cfg.ray, storage_path=None))
+    if file_type(join(run_dir, "summary.json")) == pafs.FileType.File:
         # Finished before the sweep was interrupted (Tune's own state may be older than
         # that): hand Tune the final metrics again, train nothing.
         print(f"[sweep] trial {trial_id}: already finished, not rerun", flush=True)
-        rows = MetricsLog(str(run_dir)).read()
+        rows = MetricsLog(run_dir).read()
         final = {k: v for k, v in (rows[-1] if rows else {}).items() if v is not None}
         ray.tune.report(final)
         return
-    resume = str(run_dir) if is_run_dir(run_dir) else None
+    resume = run_dir if is_run_dir(run_dir) else None
     if resume:
         print(f"[sweep] trial {trial_id}: continuing {run_dir}", flush=True)
     pretrain(
@@ -116,7 +118,8 @@ def _trainable(sweep: Sweep, sweep_dir: Path, log_every: int) -> Any:
     from ray import tune
 
     fn = tune.with_parameters(
-        run_trial, base=sweep.base, trials_dir=str(sweep_dir / TRIALS), log_every=log_every
+        run_trial, base=sweep.base, trials_dir=trials_root(sweep.base, sweep_dir),
+        log_every=log_every
     )
     return tune.with_resources(fn, TRIAL_RESOURCES)
 

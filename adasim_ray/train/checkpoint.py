@@ -215,10 +215,16 @@ def shard_uris(meta: dict[str, Any], run_dir: str) -> list[str]:
 
 def prune_shard_files(run_dir: str, keep: str | None = None) -> None:
     """Remove the shard folders that no complete checkpoint of the run lists (older than the
-    oldest listed one), except ``keep`` (the save in progress, not yet listed)."""
+    oldest listed one), except ``keep`` (the save in progress, not yet listed). Ray Train
+    removes old checkpoints while this runs: when a listed checkpoint cannot be read any
+    more, nothing is removed this time (the next save prunes)."""
     listed = set()
     for checkpoint in complete_checkpoints(run_dir):
-        listed |= {split(path)[0] for path, _ in read_meta(checkpoint).get("shard_files", [])}
+        try:
+            meta = read_meta(checkpoint)
+        except CheckpointError:
+            return
+        listed |= {split(path)[0] for path, _ in meta.get("shard_files", [])}
     if not listed:
         return
     oldest = min(split(path)[1] for path in listed)  # epoch_<E>-<id>: by epoch first

@@ -138,3 +138,29 @@ def test_report_one_row_per_trial_with_the_best_setting(tmp_path):
     assert "Best setting: tau = 0.0000 (k-NN top-1 0.7000, t_00001)" in md
     assert md.count("| t_0000") == 4
     assert (tmp_path / "knn_vs_factors.png").stat().st_size > 5000
+
+
+def test_report_reads_trials_on_the_bases_object_storage(tmp_path, s3_server):
+    import shutil
+
+    sweep_dir = tmp_path / "sweep-x"
+    sweep_dir.mkdir()
+    sweep_file = ROOT / "experiments" / "digits_sweep_smoke.yaml"
+    (sweep_dir / "sweep.yaml").write_text(
+        sweep_file.read_text().replace("base: digits_smoke.yaml",
+                                       f"base: {ROOT / 'experiments' / 'digits_smoke.yaml'}")
+    )
+    storage = s3_server.uri(f"{s3_server.bucket()}/paper")
+    base = load_sweep(sweep_file).base
+    base.setdefault("ray", {})["storage_path"] = storage
+    (sweep_dir / "base.yaml").write_text(yaml.safe_dump(base))
+    _fake_trial(sweep_dir, "t_00000", 0.2, [0.5, 0.6], True)
+    _fake_trial(sweep_dir, "t_00001", 0.0, [0.7], False)
+    s3_server.upload(sweep_dir / "trials", f"{storage[5:]}/sweep-x/trials")
+    shutil.rmtree(sweep_dir / "trials")  # only the bucket has them
+
+    assert main(["report", str(sweep_dir)]) == 0
+    rows = list(csv.DictReader((sweep_dir / "results.csv").open()))
+    assert [(r["trial"], r["status"]) for r in rows] == [
+        ("t_00000", "done"), ("t_00001", "stopped after 1/2 epochs")]
+    assert float(rows[1]["knn_top1"]) == 0.7
