@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(result))
         return result
     if args.quick:
-        args.images, args.seconds, args.rounds = 300, 0.3, 1
+        args.images, args.seconds, args.rounds = 120, 0.2, 1
 
     from adasim_ray.data import convert_folder_to_parquet
     from adasim_ray.data.layout import ROWS_PER_GROUP

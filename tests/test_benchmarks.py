@@ -71,7 +71,7 @@ def test_pipeline_quick_measures_both_loaders_on_folder_and_parquet():
 
 
 def test_parquet_access_quick_runs_every_reader_and_prints_the_keys():
-    """benchmarks/parquet_access.py end to end on 300 JPEGs: each reader in its own process."""
+    """benchmarks/parquet_access.py end to end on 120 JPEGs: each reader in its own process."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "parquet_access.py"),
                           "--quick"], check=True, capture_output=True, text=True, timeout=600)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -55,6 +55,7 @@ def test_two_worker_ddp_run_bootstraps(ray_session, tmp_path):
     summary = run(
         tmp_path,
         "epochs=3",
+        "eval.knn_every=3",  # the k-NN of the end, spread over both ranks, is what is checked
         "adasim.window=1",
         "adasim.tau=1.0",
         "ray.num_workers=2",
