@@ -202,25 +202,31 @@ class ParquetSource(ImageSource):
         self._lock = threading.Lock()
         self._reset_caches()
 
-    def _file(self, shard: int) -> pq.ParquetFile:
+    def _open_shard(self, cache: OrderedDict, shard: int, opener: Any) -> Any:
+        """``opener(path)`` of a shard, kept in ``cache`` (LRU, at most ``_OPEN_SHARDS``)."""
         with self._lock:
-            file = self._files.get(shard)
-            if file is not None:
-                self._files.move_to_end(shard)
-                return file
+            found = cache.get(shard)
+            if found is not None:
+                cache.move_to_end(shard)
+                return found
         try:
-            # Local shards are read as asked (not memory-mapped: mapped pages would count in
-            # the process's memory); on object storage a column chunk is one ranged request.
-            file = pq.ParquetFile(self._fs.open_input_file(self._paths[shard]),
-                                  pre_buffer=not self._local)
+            opened = opener(self._paths[shard])
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.name}: cannot read shard {self.shards[shard].name} "
                             f"({one_line(exc)})") from exc
         with self._lock:
-            self._files[shard] = file
-            while len(self._files) > _OPEN_SHARDS:
-                self._files.popitem(last=False)
-        return file
+            cache[shard] = opened
+            while len(cache) > _OPEN_SHARDS:
+                old = cache.popitem(last=False)[1]
+                if isinstance(old, pa.NativeFile):
+                    old.close()
+        return opened
+
+    def _file(self, shard: int) -> pq.ParquetFile:
+        # Local shards are read as asked (not memory-mapped: mapped pages would count in the
+        # process's memory); on object storage a column chunk is one ranged request.
+        return self._open_shard(self._files, shard, lambda path: pq.ParquetFile(
+            self._fs.open_input_file(path), pre_buffer=not self._local))
 
     def _group(self, g: int) -> pa.Array:
         """The images of row group ``g`` in row order (read once, then from the cache)."""
@@ -259,21 +265,7 @@ class ParquetSource(ImageSource):
         return self._index.locate(ids)
 
     def _handle(self, shard: int) -> pa.NativeFile:
-        with self._lock:
-            handle = self._handles.get(shard)
-            if handle is not None:
-                self._handles.move_to_end(shard)
-                return handle
-        try:
-            handle = self._fs.open_input_file(self._paths[shard])
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{self.name}: cannot read shard {self.shards[shard].name} "
-                            f"({one_line(exc)})") from exc
-        with self._lock:
-            self._handles[shard] = handle
-            while len(self._handles) > _OPEN_SHARDS:
-                self._handles.popitem(last=False)[1].close()
-        return handle
+        return self._open_shard(self._handles, shard, self._fs.open_input_file)
 
     def _ranges(self, ids: np.ndarray) -> list[bytes]:
         """The images at ``ids`` (data set indices) by their byte ranges: one read each."""
