@@ -1,6 +1,6 @@
 """adasim-ray: AdaSim (adaptive similarity bootstrapping for self-distillation) on Ray.
 
-``adasim_ray.load_backbone(DIR)`` rebuilds a backbone written by ``launch.py export``
+``adasim_ray.load_backbone(DIR)`` rebuilds a backbone written by ``adasim-ray export``
 (imported on first use: ``import adasim_ray`` loads neither torch nor Ray)."""
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""``launch.py`` (installed as ``adasim-ray``): the command line of adasim-ray.
+"""``adasim-ray`` (the installed command; ``python launch.py`` in a checkout): the command line
+of adasim-ray.
 
-    launch.py pretrain [--config YAML] [--data SPEC] [--epochs N] [--output DIR]
-                       [--set key=value ...] [--resume RUN_DIR [--force]]
-    launch.py eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC [--json]
-    launch.py prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
-    launch.py export RUN_DIR --output DIR [--which teacher|student]
-    launch.py check | sweep | report | audit | visualize ...   (see each one's --help)
+    adasim-ray pretrain [--config YAML] [--data SPEC] [--epochs N] [--output DIR]
+                        [--set key=value ...] [--resume RUN_DIR [--force]]
+    adasim-ray eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC
+                    [--linear-protocol probe|dino] [--json]
+    adasim-ray prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
+    adasim-ray export RUN_DIR --output DIR [--which teacher|student]
+    adasim-ray check | sweep | report | audit | visualize ...   (see each one's --help)
 
 This module only parses. The work of each sub-command is a function of a module of
 ``adasim_ray/commands/``, named here as ``module:function`` and imported when that command
@@ -29,11 +31,14 @@ from adasim_ray.errors import AdasimError, RunStoppedError, UserError
 from adasim_ray.presets import default_config_path
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG
 
-__all__ = ["UserError", "build_parser", "default_config_path", "main"]
+__all__ = ["PROG", "UserError", "build_parser", "default_config_path", "main"]
+
+#: The installed console script (``[project.scripts]``), the name help and messages use.
+PROG = "adasim-ray"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback under an error's one line (anywhere on the "
                              "command line; also ADASIM_DEBUG=1)")
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 3 if isinstance(err, RunStoppedError) else 2
     except KeyboardInterrupt:
-        print("interrupted: resume with `launch.py pretrain --resume RUN_DIR`", file=sys.stderr)
+        print(f"interrupted: resume with `{PROG} pretrain --resume RUN_DIR`", file=sys.stderr)
         return 130
 
 
@@ -99,7 +104,23 @@ def _add_eval(sub: Any) -> None:
     e.add_argument("--subset-seed", type=int, default=0,
                    help="seed of the --max-train / --max-test samples (default 0, as a run's "
                         "subset_seed)")
-    e.add_argument("--no-linear", action="store_true", help="skip the linear probe")
+    e.add_argument("--no-linear", action="store_true", help="skip the linear evaluation")
+    e.add_argument("--linear-protocol", choices=("probe", "dino"), default="probe",
+                   help="probe (default): L-BFGS logistic regression on centre-crop features, "
+                        "seconds on a CPU; dino: DINO's eval_linear, SGD on frozen features of "
+                        "random resized crops and flips with a sweep of base lrs (what the "
+                        "paper's linear numbers use; hours at ImageNet scale)")
+    e.add_argument("--linear-epochs", type=int, default=100,
+                   help="epochs of --linear-protocol dino (default 100, DINO's)")
+    e.add_argument("--linear-lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,0.1",
+                   help="base lrs (per 256 images) that --linear-protocol dino trains side by "
+                        "side, the best reported (default %(default)s)")
+    e.add_argument("--linear-batch-size", type=int, default=256,
+                   help="images per step of --linear-protocol dino (default 256)")
+    e.add_argument("--linear-blocks", type=int,
+                   help="a ViT's last blocks whose [CLS] tokens --linear-protocol dino "
+                        "concatenates (default DINO's: 4 below width 768, else 1 with the "
+                        "patch tokens' mean)")
     e.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", help="where features, k-NN and the probe run: cuda, cuda:1, cpu "
@@ -205,12 +226,13 @@ def _add_audit(sub: Any) -> None:
     )
     p.add_argument(
         "--features",
-        choices=("cache", "model"),
-        default="cache",
-        help="cache: the run's final window and cache (the paper's Appendix F, default); "
+        choices=("auto", "cache", "model"),
+        default="auto",
+        help="auto (default): model up to 200,000 images, cache above; "
         "model: exact features of the un-augmented images by the final network and exact "
-        "neighbours (finds exact duplicates even when the features are weak; O(N^2 d), use a "
-        "GPU for ImageNet)",
+        "neighbours (found most on planted digits: 17/20 flipped labels and 10/10 duplicates "
+        "against the cache's 2 and 0; O(N^2 d), use a GPU for ImageNet); cache: the run's "
+        "final window and cache (the paper's Appendix F)",
     )
     p.add_argument("--output", help="where to write (default: RUN_DIR/audit)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON last")

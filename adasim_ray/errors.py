@@ -1,5 +1,5 @@
 """The errors a user can fix, at the ground floor of the package: every module may raise them,
-and ``launch.py`` prints any of them as one line with exit code 2.
+and ``adasim-ray`` prints any of them as one line with exit code 2.
 
 They share :class:`AdasimError`, so the command line catches one type; each also keeps the
 builtin base it has always had (``ValueError`` for a bad value, ``RuntimeError`` for a

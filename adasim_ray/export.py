@@ -1,6 +1,6 @@
 """A pretrained backbone as a self-contained directory: ``backbone.safetensors`` (the weights,
 no pickle) and ``config.json`` (what rebuilds the module and how to feed it), and
-:func:`load_backbone`, which rebuilds it. Plain PyTorch; ``launch.py export`` writes it from a
+:func:`load_backbone`, which rebuilds it. Plain PyTorch; ``adasim-ray export`` writes it from a
 run's newest checkpoint.
 
 ``config.json`` keys: ``backbone`` (a timm model name or a CPU preset of
@@ -61,7 +61,7 @@ def write_export(backbone: nn.Module, out_dir: str | Path, meta: dict[str, Any])
 
 def load_backbone(directory: str | Path, map_location: str | torch.device = "cpu"
                   ) -> nn.Module:
-    """The backbone exported to ``directory`` by ``launch.py export``, rebuilt and loaded
+    """The backbone exported to ``directory`` by ``adasim-ray export``, rebuilt and loaded
     (strictly: every weight present, none left over), in eval mode.
 
     Examples:

@@ -222,7 +222,7 @@ def test_the_parser_loads_no_heavy_library():
 #: its own layer or lower ones. A new top-level module or package must be placed here.
 LAYERS = (
     "errors", "engine", "methods", "data", "backbones", "export", "augmentations", "evaluation",
-    "configfile", "config", "presets", "recipe", "resources", "train", "sweep", "audit",
+    "configfile", "config", "presets", "recipe", "resources", "figures", "train", "sweep", "audit",
     "visualize", "commands", "cli",
 )
 

@@ -93,6 +93,9 @@ def check_command(tokens: list[str]) -> None:
     elif program == "python":
         assert args[0] == "launch.py" and (ROOT / "launch.py").is_file()
         check_launch(args[1:])
+    elif program == "adasim-ray":  # the console script that installing the package puts on PATH
+        assert 'adasim-ray = "adasim_ray.cli:main"' in (ROOT / "pyproject.toml").read_text()
+        check_launch(args)
     elif program == "ray":
         check_ray(args)
     elif program == "tensorboard":
@@ -115,9 +118,9 @@ def test_the_guide_covers_the_operators_tasks():
         "ray up experiments/clusters/gcp.yaml",
         "ray job submit --address",
         "--working-dir . -- python launch.py pretrain --config experiments/",
-        "python launch.py check",
+        "adasim-ray check",
         "tensorboard --logdir",
-        "python launch.py pretrain --resume",
+        "adasim-ray pretrain --resume",
         "python launch.py sweep --config experiments/mnist_ablation.yaml",
         "ray down cluster.yaml",
     ):

@@ -1,6 +1,6 @@
 """Read a finished run's window and cache, rank suspects, write CSV files and contact sheets.
 
-``audit_run`` is what ``launch.py audit RUN_DIR`` does: the latest complete checkpoint of the run
+``audit_run`` is what ``adasim-ray audit RUN_DIR`` does: the latest complete checkpoint of the run
 gives the cache shards (Z and the window, ``cache_shard_<s>.pt``), the run's ``config.yaml``
 gives the data set (its labels, and the images drawn on the sheets). Outputs, in ``output``:
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from adasim_ray.audit.scores import (
@@ -36,8 +35,36 @@ from adasim_ray.audit.scores import (
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource
 from adasim_ray.engine.window import NeighbourWindow
+from adasim_ray.figures.grid import figure, save, show
 
 FEATURES = ("cache", "model")
+#: ``features="auto"`` takes ``model`` up to this many images, ``cache`` above (exact
+#: neighbours cost O(N^2 d): at 200,000 images of d = 384, 1.5e13 multiply-adds).
+AUTO_MODEL_IMAGES = 200_000
+
+
+def choose_features(features: str, num_images: int) -> tuple[str, str]:
+    """(``cache`` or ``model``, why) for ``features`` (``auto``, ``cache`` or ``model``).
+
+    ``auto`` takes the one that finds most where it is affordable: measured on planted digits
+    (tests/audit/test_audit_run.py), exact features found 17 of 20 flipped labels and 10 of
+    10 duplicates where the cache found 2 and 0 (the cache holds augmented views of a short
+    run). Above ``AUTO_MODEL_IMAGES`` the cache is used, as exact neighbours cost O(N^2 d).
+
+    Examples:
+        >>> choose_features("auto", 6000)[0], choose_features("auto", 1_281_167)[0]
+        ('model', 'cache')
+    """
+    if features in FEATURES:
+        return features, "as asked"
+    if features != "auto":
+        raise ValueError(f"features must be auto or one of {FEATURES}, got {features!r}")
+    if num_images <= AUTO_MODEL_IMAGES:
+        return "model", (f"auto: {num_images} images, up to {AUTO_MODEL_IMAGES}; exact "
+                         "features of the final network find more label errors and "
+                         "duplicates than the run's cache of augmented views")
+    return "cache", (f"auto: {num_images} images, over {AUTO_MODEL_IMAGES}, where exact "
+                     "neighbours cost O(N^2 d); --features model on a GPU finds more")
 SHEET_NEIGHBOURS = 8  # neighbours drawn per suspect on the contact sheet
 PAIRS_PER_ROW = 4
 
@@ -114,7 +141,7 @@ def audit_run(
     output: Path,
     top: int = 50,
     sheet: int = 16,
-    features: str = "cache",
+    features: str = "auto",
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Rank label suspects (when ``source`` has labels) and duplicates; write the outputs.
@@ -126,15 +153,15 @@ def audit_run(
         output: directory for the CSV files and sheets (created).
         top: rows per CSV file.
         sheet: cases drawn per contact sheet.
-        features: ``"cache"`` (the run's window and cache, as in Appendix F) or ``"model"``
-            (exact features of the un-augmented images, exact neighbours; same K).
+        features: ``"cache"`` (the run's window and cache, as in Appendix F), ``"model"``
+            (exact features of the un-augmented images, exact neighbours; same K) or
+            ``"auto"`` (:func:`choose_features`).
         device: where ``"model"`` computes (default: a GPU if there is one).
 
     Returns:
         A summary: paths written and the number of cases ranked.
     """
-    if features not in FEATURES:
-        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    features, why = choose_features(features, state.num_images)
     if len(source) != state.num_images:
         raise ValueError(
             f"the data set {cfg.data!r} has {len(source)} images but the run's cache has "
@@ -157,6 +184,7 @@ def audit_run(
         "data": cfg.data,
         "num_images": state.num_images,
         "features": features,
+        "features_why": why,
         "window_epochs": state.windows[0].epochs_in_window if features == "cache" else 1,
     }
     if source.labels is not None:
@@ -196,12 +224,14 @@ def _write_suspects_csv(
     top: int,
 ) -> None:
     labels = source.labels
+    where = list(source.location(0)) if len(source) else []
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
                 "rank",
                 "index",
+                *where,
                 "label",
                 "suggested",
                 "share",
@@ -218,6 +248,7 @@ def _write_suspects_csv(
                 [
                     r + 1,
                     i,
+                    *source.location(i).values(),
                     _name(source, int(suspects.labels[r])),
                     _name(source, int(suspects.suggested[r])),
                     f"{suspects.share[r]:.4f}",
@@ -230,59 +261,19 @@ def _write_suspects_csv(
 
 
 def _write_pairs_csv(path: Path, pairs: DuplicatePairs, source: ImageSource, top: int) -> None:
+    where = list(source.location(0)) if len(source) else []
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "index_a", "index_b", "cosine", "score", "label_a", "label_b"])
+        writer.writerow(["rank", "index_a", "index_b", *(f"{k}_a" for k in where),
+                         *(f"{k}_b" for k in where), "cosine", "score", "label_a", "label_b"])
         for r in range(min(top, len(pairs.a))):
             a, b = int(pairs.a[r]), int(pairs.b[r])
             la = "" if source.labels is None else _name(source, int(source.labels[a]))
             lb = "" if source.labels is None else _name(source, int(source.labels[b]))
             writer.writerow(
-                [r + 1, a, b, f"{pairs.cosine[r]:.5f}", f"{pairs.score[r]:.5f}", la, lb]
+                [r + 1, a, b, *source.location(a).values(), *source.location(b).values(),
+                 f"{pairs.cosine[r]:.5f}", f"{pairs.score[r]:.5f}", la, lb]
             )
-
-
-def _show(ax: Any, image: np.ndarray, title: str, color: str = "black") -> None:
-    grey = image.shape[-1] == 1 or bool(
-        (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
-    )
-    if grey:
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    else:
-        ax.imshow(image, interpolation="nearest")
-    ax.set_title(title, fontsize=7, color=color)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _figure(rows: int, cols: int, title: str, lines: int = 1) -> tuple[Any, np.ndarray]:
-    """A grid of image cells of ~1 inch, with room for ``lines`` caption lines and a title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = max(rows, 1)
-    cell = 1.0  # inches
-    caption = 0.05 + 0.15 * lines
-    head = 0.3 + caption
-    width, height = (cell + 0.12) * cols, (cell + caption) * rows + head
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(
-        left=0.01, right=0.99, bottom=0.01, top=1 - head / height, wspace=0.12,
-        hspace=caption / cell,
-    )  # fmt: skip
-    fig.suptitle(title, fontsize=9)
-    for ax in axes.flat:
-        ax.axis("off")
-    return fig, axes
-
-
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _suspects_sheet(
@@ -296,7 +287,7 @@ def _suspects_sheet(
     count = min(count, len(suspects.ids))
     cols = 1 + min(SHEET_NEIGHBOURS, neighbours.ids.shape[1])
     what = "stable neighbours (Eq. 11 score)" if features == "cache" else "neighbours (cosine)"
-    fig, axes = _figure(count, cols, f"likely label errors: image (blue), its {what}", lines=2)
+    fig, axes = figure(count, cols, f"likely label errors: image (blue), its {what}", lines=2)
     labels = source.labels
     for r in range(count):
         i = int(suspects.ids[r])
@@ -306,14 +297,14 @@ def _suspects_sheet(
             f"#{i} label {_name(source, own)}\n"
             f"-> {_name(source, int(suspects.suggested[r]))} ({suspects.share[r]:.0%})"
         )
-        _show(axes[r, 0], source.load(i), title, "blue")
+        show(axes[r, 0], source.load(i), title, "blue")
         for c, j in enumerate(j for j in neighbours.ids[i][: cols - 1] if j >= 0):
             score = float(neighbours.scores[i][c])
             color = "green" if int(labels[j]) == own else "red"
             axes[r, c + 1].axis("on")
             caption = f"{_name(source, int(labels[j]))} {score:.2f}"
-            _show(axes[r, c + 1], source.load(int(j)), caption, color)
-    _save(fig, path)
+            show(axes[r, c + 1], source.load(int(j)), caption, color)
+    save(fig, path)
 
 
 def _pairs_sheet(
@@ -322,12 +313,12 @@ def _pairs_sheet(
     count = min(count, len(pairs.a))
     rows = -(-count // PAIRS_PER_ROW)
     what = "cached features" if features == "cache" else "exact features"
-    fig, axes = _figure(rows, 2 * PAIRS_PER_ROW, f"likely duplicates: pairs by cosine of {what}")
+    fig, axes = figure(rows, 2 * PAIRS_PER_ROW, f"likely duplicates: pairs by cosine of {what}")
     for r in range(count):
         row, col = divmod(r, PAIRS_PER_ROW)
         a, b = int(pairs.a[r]), int(pairs.b[r])
         for k, (i, title) in enumerate(((a, f"{r + 1}. #{a}"), (b, f"#{b} {pairs.cosine[r]:.3f}"))):
             ax = axes[row, 2 * col + k]
             ax.axis("on")
-            _show(ax, source.load(i), title)
-    _save(fig, path)
+            show(ax, source.load(i), title)
+    save(fig, path)

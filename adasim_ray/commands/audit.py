@@ -1,7 +1,7 @@
 """The label audit of the paper's Appendix F on a finished run: likely label errors and
 duplicates (``adasim_ray.audit``).
 
-    launch.py audit RUN_DIR [--top N] [--sheet N] [--features cache|model] [--output DIR]
+    adasim-ray audit RUN_DIR [--top N] [--sheet N] [--features auto|cache|model] [--output DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise UserError(f"audit: {err}") from None
     print(
         f"[adasim] audit of {run_dir} (checkpoint of epoch {summary['epoch']}, "
-        f"{args.features} features)"
+        f"{summary['features']} features: {summary['features_why']})"
     )
     if "label_suspects" in summary:
         s = summary["label_suspects"]

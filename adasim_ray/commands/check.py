@@ -1,6 +1,6 @@
-"""``launch.py check``: everything a run needs, checked before any training starts.
+"""``adasim-ray check``: everything a run needs, checked before any training starts.
 
-    launch.py check [--config YAML] [--data SPEC] [--set key=value ...] [--output DIR]
+    adasim-ray check [--config YAML] [--data SPEC] [--set key=value ...] [--output DIR]
                     [--cluster CLUSTER_YAML] [--json]
 
 1. the config loads and validates (also against the data set's size N);

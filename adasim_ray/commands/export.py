@@ -1,4 +1,4 @@
-"""``launch.py export RUN_DIR --output DIR [--which teacher|student]``: the backbone of a run's
+"""``adasim-ray export RUN_DIR --output DIR [--which teacher|student]``: the backbone of a run's
 newest complete checkpoint as ``backbone.safetensors`` + ``config.json``
 (:mod:`adasim_ray.export`)."""
 

@@ -1,4 +1,4 @@
-"""``launch.py prepare``: an image folder packed into Parquet shards."""
+"""``adasim-ray prepare``: an image folder packed into Parquet shards."""
 
 from __future__ import annotations
 

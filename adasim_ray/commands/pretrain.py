@@ -1,4 +1,4 @@
-"""``launch.py pretrain``: one pretraining run (the embedded MNIST demo without ``--config``),
+"""``adasim-ray pretrain``: one pretraining run (the embedded MNIST demo without ``--config``),
 its k-NN at the end and, with ``--baselines``, the table against the same network at random
 init and raw pixels."""
 

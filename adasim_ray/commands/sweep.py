@@ -1,8 +1,8 @@
-"""``launch.py sweep`` and ``launch.py report``: Ray Tune sweeps of tau, w, K (Table 4).
+"""``adasim-ray sweep`` and ``adasim-ray report``: Ray Tune sweeps of tau, w, K (Table 4).
 
-    launch.py sweep --config experiments/<sweep>.yaml [--output DIR] [--max-trials N]
+    adasim-ray sweep --config experiments/<sweep>.yaml [--output DIR] [--max-trials N]
                     [--set key=value ...] [--resume SWEEP_DIR]
-    launch.py report SWEEP_DIR [--json]
+    adasim-ray report SWEEP_DIR [--json]
 
 A sweep file is a base pretraining config plus a search space (``adasim_ray/sweep/spec.py``);
 each trial is a full Ray pretraining run in ``SWEEP_DIR/trials/<trial id>/``. At the end (and

@@ -1,7 +1,7 @@
 """The paper's pictures from run directories (``adasim_ray.visualize``).
 
-    launch.py visualize metrics RUN_DIR [RUN_DIR ...] --output PNG [--title T]
-    launch.py visualize neighbours RUN_DIR --output PNG [--queries N | --ids I,J,...]
+    adasim-ray visualize metrics RUN_DIR [RUN_DIR ...] --output PNG [--title T]
+    adasim-ray visualize neighbours RUN_DIR --output PNG [--queries N | --ids I,J,...]
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import argparse
 from adasim_ray.audit.report import load_run_state
 from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
+from adasim_ray.figures.neighbours import draw_supports, pick_queries, supports
 from adasim_ray.recipe import open_train_source
 from adasim_ray.train.rundir import split
 from adasim_ray.visualize.metrics import PANELS, plot_metrics
-from adasim_ray.visualize.neighbours import draw_supports, pick_queries, supports
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

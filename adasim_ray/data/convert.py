@@ -1,4 +1,4 @@
-"""Convert an image folder into Parquet shards (``launch.py prepare``).
+"""Convert an image folder into Parquet shards (``adasim-ray prepare``).
 
 Millions of small files are slow to list and to read on shared file systems; a few hundred
 shards are not. The shards follow :mod:`adasim_ray.data.parquet`, keep the original encoded

@@ -1,5 +1,5 @@
 """The one exception of the data package, defined with the package's other user errors in
-:mod:`adasim_ray.errors` (so that ``launch.py`` catches it with them)."""
+:mod:`adasim_ray.errors` (so that ``adasim-ray`` catches it with them)."""
 
 from __future__ import annotations
 

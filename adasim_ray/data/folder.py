@@ -168,6 +168,9 @@ class FolderSource(ImageSource):
     def where(self, index: int) -> str:
         return f"{self.name}: {self.files[self._check_index(index)]}"
 
+    def location(self, index: int) -> dict[str, str | int]:
+        return {"path": str(self.files[self._check_index(index)])}
+
     def identity(self, index: int) -> str:
         path = self.files[self._check_index(index)]
         return f"{os.path.relpath(path, self.root)}:{os.path.getsize(path)}"

@@ -20,7 +20,7 @@ from adasim_ray.data.source import SPLITS
 
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "test": ("test", "val")}
 
-#: Images per row group in the Parquet shards ``launch.py prepare`` writes. A random read
+#: Images per row group in the Parquet shards ``adasim-ray prepare`` writes. A random read
 #: costs one whole group, so small groups suit the partner fetch; the measurement behind
 #: the choice is ``benchmarks/parquet_access.py --rows-per-group`` (README, Parquet).
 ROWS_PER_GROUP = 8

@@ -19,7 +19,7 @@ The schema metadata key ``adasim_ray`` may hold JSON ``{"classes": [...]}`` givi
 names; without it ``num_classes`` is ``max(label) + 1``.
 
 A split opens from an index of where each image lives (:mod:`.parquet_index`: the side file
-``_adasim_index.pq`` that ``launch.py prepare`` writes, or the shards' own ``index`` and
+``_adasim_index.pq`` that ``adasim-ray prepare`` writes, or the shards' own ``index`` and
 ``label`` columns), never from the images: in seconds at any N, on local disk or object
 storage (``parquet:s3://bucket/imagenet``, any URI of :mod:`adasim_ray.data.files`).
 :meth:`ParquetSource.load_many` reads the row groups its indices fall in, each once, through
@@ -141,7 +141,7 @@ class ParquetSource(ImageSource):
         if per_group > _LARGE_GROUP:
             log.warning("%s: row groups of %.0f images on average; every random read takes a "
                         "whole group, so the partner fetch reads ~%.0fx the bytes it uses: "
-                        "launch.py prepare writes groups of %d", self.name, per_group,
+                        "adasim-ray prepare writes groups of %d", self.name, per_group,
                         per_group, ROWS_PER_GROUP)
         self.cache_bytes = default_cache_bytes() if cache_bytes is None else int(cache_bytes)
         self._lock = threading.Lock()
@@ -248,7 +248,7 @@ class ParquetSource(ImageSource):
         if table.num_rows != index.group_rows[g]:
             raise DataError(f"{self.name}: shard {name} row group {ordinal} holds "
                             f"{table.num_rows} rows, its index says {index.group_rows[g]}; "
-                            "run launch.py prepare again")
+                            "run adasim-ray prepare again")
         images = table.column("image").combine_chunks()
         with self._lock:
             self.reads += 1
@@ -283,7 +283,7 @@ class ParquetSource(ImageSource):
                                 f"({one_line(exc)})") from exc
             if len(data) != lengths[k]:
                 raise DataError(f"{self.name}: shard {self.shards[shard].name} is shorter than "
-                                "its index file says; run launch.py prepare again")
+                                "its index file says; run adasim-ray prepare again")
             return data
 
         with self._lock:
@@ -338,6 +338,14 @@ class ParquetSource(ImageSource):
 
     def where(self, index: int) -> str:
         return f"{self.name}: shard {self._shard_name(self._check_index(index))} row index {index}"
+
+    def location(self, index: int) -> dict[str, str | int]:
+        group, offset = self._rows(np.array([self._check_index(index)]))
+        g, index_ = int(group[0]), self._index
+        shard = index_.group_shard[g]
+        earlier = (index_.group_shard == shard) & (index_.group_ordinal < index_.group_ordinal[g])
+        return {"shard": self.shards[int(shard)].name,
+                "row": int(index_.group_rows[earlier].sum()) + int(offset[0])}
 
     def _shard_name(self, index: int) -> str:
         group, _ = self._rows(np.array([index]))

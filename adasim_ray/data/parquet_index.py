@@ -2,7 +2,7 @@
 
 Two ways to build it, neither reading an image:
 
-* **From the side file** ``_adasim_index.pq`` that ``launch.py prepare`` writes beside
+* **From the side file** ``_adasim_index.pq`` that ``adasim-ray prepare`` writes beside
   the shards: one row per row group (``shard``, ``row_group``, ``first`` index, ``rows``,
   the group's ``labels``), and in its metadata the shard names and sizes it describes, the
   class names and the images' native size. Opening ImageNet's 1,281 shards is then one

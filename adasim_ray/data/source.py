@@ -122,6 +122,14 @@ class ImageSource(ABC):
         """Where image ``index`` lives, for messages: its file, or its shard and row."""
         return f"{self.name}: image {index}"
 
+    def location(self, index: int) -> dict[str, str | int]:
+        """Where image ``index`` lives, as columns for a table (``adasim-ray audit``'s CSV
+        files): ``{"path": FILE}`` in an image folder, ``{"shard": NAME, "row": ROW}`` in
+        Parquet shards (the row counted from 0 within the shard); empty for a source held in
+        memory, whose index is all there is."""
+        self._check_index(index)
+        return {}
+
     def label(self, index: int) -> int | None:
         """Class id of image ``index``, or ``None`` when the source has no labels."""
         index = self._check_index(index)

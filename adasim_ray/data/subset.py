@@ -104,6 +104,9 @@ class SampledImages(ImageSource):
     def where(self, index: int) -> str:
         return self.source.where(int(self.positions[self._check_index(index)]))
 
+    def location(self, index: int) -> dict[str, str | int]:
+        return self.source.location(int(self.positions[self._check_index(index)]))
+
 
 def sample_images(source: ImageSource, n: int | None, seed: int = 0, *,
                   setting: str = "limit_images") -> ImageSource:

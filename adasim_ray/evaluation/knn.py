@@ -25,6 +25,8 @@ Differences from DINO's script, none of which changes a result on data without t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -102,6 +104,7 @@ def knn_classify(
     num_classes: int | None = None,
     chunk_size: int | None = None,
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, float | None]:
     """Weighted k-NN top-1 / top-5 accuracy (DINO's ``knn_classifier``).
 
@@ -121,6 +124,7 @@ def knn_classify(
             block near 64 MiB. Any value >= 1 gives the same result.
         device: Where to compute; default the device of ``train_feats`` if it is a tensor,
             else CPU.
+        progress: Optional ``progress(done, n_test)`` after each chunk of test rows.
 
     Returns:
         ``(top1, top5)`` as fractions in [0, 1]; ``top5`` is ``None`` when there are
@@ -169,6 +173,8 @@ def knn_classify(
         hits = ranking[:, :top5_width] == test_y[start:stop, None]
         correct1 += int(hits[:, 0].sum())
         correct5 += int(hits.any(dim=1).sum())
+        if progress is not None:
+            progress(stop, n_test)
     top1 = correct1 / n_test
     top5 = correct5 / n_test if num_classes >= 5 else None
     return top1, top5

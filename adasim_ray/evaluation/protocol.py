@@ -34,6 +34,7 @@ from adasim_ray.evaluation.features import (
 from adasim_ray.evaluation.fewshot import few_shot
 from adasim_ray.evaluation.knn import knn_classify
 from adasim_ray.evaluation.linear import linear_probe
+from adasim_ray.evaluation.progress import Progress
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -60,6 +61,7 @@ def evaluate(
     k: int = 20,
     T: float = 0.07,
     device: torch.device | str | None = None,
+    progress_prefix: str | None = None,
 ) -> dict[str, Any]:
     """k-NN, linear probe and few-shot accuracy of frozen features.
 
@@ -71,6 +73,8 @@ def evaluate(
         seed: Seed of the few-shot episodes and of a mini-batch linear probe.
         k, T: k-NN neighbours and temperature (DINO: 20, 0.07).
         device: Where k-NN and the linear probe run (default CPU for numpy input).
+        progress_prefix: Print progress lines of long work (the k-NN votes) with this
+            prefix (``[eval]``); None prints nothing.
 
     Returns:
         A dict with ``knn_top1``, ``knn_top5`` (None below 5 classes), ``linear_top1``
@@ -100,6 +104,8 @@ def evaluate(
     result["knn_top1"], result["knn_top5"] = knn_classify(
         train_feats, y_train, test_feats, y_test, k=k, T=T, num_classes=num_classes,
         device=device,
+        progress=None if progress_prefix is None else Progress(
+            "k-NN votes", unit="queries", prefix=progress_prefix),
     )
     seconds["knn"] = time.perf_counter() - start
 
@@ -138,6 +144,7 @@ def evaluate_backbone(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     progress: ProgressFn | None = None,
+    progress_prefix: str | None = None,
     **protocol: Any,
 ) -> dict[str, Any]:
     """Extract frozen features of both splits with ``backbone`` and run ``evaluate``.
@@ -149,16 +156,23 @@ def evaluate_backbone(
         batch_size: Images per forward pass.
         device: Where the backbone, k-NN and the linear probe run.
         progress: Optional ``progress(done, total)`` per extraction chunk.
+        progress_prefix: Print progress lines of long work (features, k-NN) with this
+            prefix; None prints nothing (unless ``progress`` is given).
         **protocol: Passed to ``evaluate`` (``linear``, ``fewshot``, ``seed``, ``k``, ``T``).
     """
+    def lines(split: str) -> ProgressFn | None:
+        if progress is not None or progress_prefix is None:
+            return progress
+        return Progress(f"features ({split} split)", prefix=progress_prefix)
+
     train_feats, train_labels = extract_features(
-        backbone, train_source, transform, batch_size, device, progress=progress
+        backbone, train_source, transform, batch_size, device, progress=lines("train")
     )
     test_feats, test_labels = extract_features(
-        backbone, test_source, transform, batch_size, device, progress=progress
+        backbone, test_source, transform, batch_size, device, progress=lines("test")
     )
     return evaluate(train_feats, train_labels, test_feats, test_labels, device=device,
-                    **protocol)
+                    progress_prefix=progress_prefix, **protocol)
 
 
 def evaluate_raw_pixels(

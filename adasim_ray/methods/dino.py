@@ -207,6 +207,7 @@ class DINO(nn.Module):
             "teacher_entropy": mean_entropy(teacher_probs),
             "feature_std": std_of_l2_normalized(anchor_feature),
             "teacher_temp": teacher_temp,
+            "momentum": schedule_at(self.schedules.momentum, it, "teacher momentum"),
         }
         return StepOutput(loss=loss, anchor_feature=anchor_feature, monitors=monitors)
 

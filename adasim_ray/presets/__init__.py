@@ -1,4 +1,4 @@
-"""Configs shipped inside the package: ``demo.yaml``, the run that ``launch.py pretrain``
+"""Configs shipped inside the package: ``demo.yaml``, the run that ``adasim-ray pretrain``
 starts without ``--config`` (and the base of a sweep file without ``base:``)."""
 
 from __future__ import annotations

@@ -5,6 +5,6 @@
 - :mod:`.cluster_yaml`: a ``ray up`` cluster YAML, validated offline, as nodes;
 - :mod:`.storage`: that the run's storage can be written, and has room for checkpoints.
 
-``launch.py check`` (:mod:`adasim_ray.commands.check`) reports all four; the pretraining
+``adasim-ray check`` (:mod:`adasim_ray.commands.check`) reports all four; the pretraining
 driver checks the storage itself, and a sweep sizes its concurrency with the placement.
 """

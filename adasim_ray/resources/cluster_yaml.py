@@ -1,5 +1,5 @@
 """A ``ray up`` cluster YAML, checked offline as ``ray up`` checks it, and read as the nodes the
-cluster has at its autoscaling maximum (what ``launch.py check --cluster`` places a run on)."""
+cluster has at its autoscaling maximum (what ``adasim-ray check --cluster`` places a run on)."""
 
 from __future__ import annotations
 

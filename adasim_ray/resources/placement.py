@@ -1,6 +1,6 @@
 """What a run asks Ray for, as resource bundles, and whether they fit a cluster's nodes.
 
-One list of bundles (:func:`run_bundles`) is the answer for ``launch.py check`` (placed
+One list of bundles (:func:`run_bundles`) is the answer for ``adasim-ray check`` (placed
 first-fit on the nodes, :func:`place`) and for a sweep (its totals are what one trial
 reserves, ``adasim_ray.sweep.tuner.trial_resources``).
 """
@@ -111,7 +111,7 @@ def check_fit(nodes: list[Node], bundles: list[Bundle], where: str) -> dict[str,
 
 
 def local_nodes() -> list[Node]:
-    """This machine, as a local Ray started by ``launch.py pretrain`` would see it."""
+    """This machine, as a local Ray started by ``adasim-ray pretrain`` would see it."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         import torch

@@ -1,6 +1,6 @@
 """A run's storage, a local path or a cloud URI (through pyarrow's file systems): how it is
 opened (:func:`resolve`), and that it can be written, found out at start-up rather than at
-the first checkpoint: ``launch.py check`` probes it, and the pretraining driver also checks
+the first checkpoint: ``adasim-ray check`` probes it, and the pretraining driver also checks
 that a local disk has room for its checkpoints."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def probe_storage(uri: str) -> None:
 def check_storage(run_dir: str, need_bytes: int) -> None:
     """Fail at start, in one line, when the run directory (a local path or a cloud URI) cannot
     be written, or a local disk lacks room for two checkpoints (``need_bytes`` each), rather
-    than at the first save. The write test is ``launch.py check``'s storage probe."""
+    than at the first save. The write test is ``adasim-ray check``'s storage probe."""
     try:
         if "://" not in run_dir:
             Path(run_dir).mkdir(parents=True, exist_ok=True)

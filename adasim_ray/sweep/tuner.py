@@ -48,7 +48,7 @@ TRIAL_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
 def trial_resources(cfg: PretrainConfig) -> dict[str, float]:
     """What one trial's run reserves: Train workers (or the training loop itself, with
     ``ray.num_workers=0``), cache shards and fetch tasks; the totals of the bundles that
-    ``launch.py check`` places (``adasim_ray.resources.placement.run_bundles``)."""
+    ``adasim-ray check`` places (``adasim_ray.resources.placement.run_bundles``)."""
     cpus, gpus = totals(run_bundles(cfg))
     return {"CPU": cpus, "GPU": gpus}
 

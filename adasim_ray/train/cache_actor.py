@@ -22,6 +22,7 @@ import torch
 
 from adasim_ray.engine import BootstrapConfig, BootstrapShard, PlanStats, TopK, merge_topk
 from adasim_ray.engine.shard import shard_ranges
+from adasim_ray.figures.neighbours import Support, pick_queries, spread_by_p_other, supports
 from adasim_ray.train.checkpoint import load_state_file, save_state_file, shard_file
 from adasim_ray.train.rundir import join
 
@@ -134,6 +135,13 @@ class CacheShardActor:
 
     def stats(self) -> dict[str, float]:
         return {"busy_s": self.busy_s, "nbytes": self.shard.nbytes()}
+
+    def neighbour_supports(self, count: int, tau: float) -> list[Support]:
+        """Fig. 1 of this shard's images: ``count`` queries spread over p(other), with their
+        supports and partner probabilities (``figures.neighbours``)."""
+        self._check()
+        window = self.shard.window
+        return supports([window], pick_queries([window], tau, count), tau)
 
 
 def shard_actor_name(run_name: str, index: int) -> str:
@@ -276,6 +284,13 @@ class ShardedCache:
 
     def reset(self) -> None:
         ray.get([h.reset.remote() for h in self.handles])
+
+    def neighbour_supports(self, count: int, tau: float) -> list[Support]:
+        """Fig. 1 over all shards: ``count`` queries spread over p(other), from the
+        candidates each shard picks among its own images."""
+        self.flush()
+        found = ray.get([h.neighbour_supports.remote(count, tau) for h in self.handles])
+        return spread_by_p_other([s for part in found for s in part], count)
 
     def busy_seconds(self) -> float:
         return float(sum(s["busy_s"] for s in ray.get([h.stats.remote() for h in self.handles])))

@@ -81,7 +81,7 @@ def what_died(err: BaseException) -> str:
 
 def run_stopped(err: BaseException, *, run_dir: str, epochs_done: int, epochs: int,
                 checkpoint_epoch: int | None, max_failures: int,
-                command: str = "launch.py") -> RunStoppedError:
+                command: str = "adasim-ray") -> RunStoppedError:
     """The one-line :class:`RunStoppedError` of a run that a fault ended."""
     restarts = ("no restart allowed (ray.max_failures=0)" if max_failures == 0 else
                 f"after {max_failures} restart(s) (ray.max_failures)")

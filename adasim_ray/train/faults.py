@@ -8,7 +8,7 @@ start of the given global training step (``epoch * iters_per_epoch + step``, fro
                    within ``ray.max_failures``; the run continues from the newest checkpoint)
 ``kill_shard@N``   kill cache shard actor 0 (Ray restarts it empty; it refuses calls until
                    restored from the checkpoint, which fails the step and restarts the group)
-``kill_driver@N``  SIGKILL the driver (``launch.py pretrain --resume RUN_DIR`` finishes it)
+``kill_driver@N``  SIGKILL the driver (``adasim-ray pretrain --resume RUN_DIR`` finishes it)
 ``kill_save@E``    SIGKILL itself in the middle of the checkpoint of epoch E (after the model
                    file, before the shards and ``meta.json``): that save never loads
 =================  ==========================================================================

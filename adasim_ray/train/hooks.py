@@ -23,7 +23,7 @@ def pin_ray_address() -> None:
     one_line_ray_records()
 
 
-#: Set (to anything but 0) to see Ray's tracebacks; ``launch.py --debug`` sets it.
+#: Set (to anything but 0) to see Ray's tracebacks; ``adasim-ray --debug`` sets it.
 DEBUG_ENV = "ADASIM_DEBUG"
 
 

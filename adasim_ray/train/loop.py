@@ -42,6 +42,8 @@ from adasim_ray.augmentations import GlobalViews
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource
 from adasim_ray.errors import first_line
+from adasim_ray.evaluation.progress import clock
+from adasim_ray.figures.neighbours import GRID_LEGEND, supports_grid
 from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
 from adasim_ray.train.cache_actor import ShardedCache
@@ -61,6 +63,7 @@ from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
 from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog, split
+from adasim_ray.train.tensorboard import RunBoard
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
 # The checkpoints of a run are read from its storage (Ray Train's and local mode's both live
@@ -93,7 +96,8 @@ class Worker:
     cache: ShardedCache | None = None
     board: Any = None
     metrics_log: MetricsLog | None = None
-    writer: Any = None
+    tensorboard: RunBoard | None = None
+    train_source: ImageSource | None = None
     # the float32 views of the last step, rewritten in place by the next (GlobalViews.normalize)
     view_buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
 
@@ -123,6 +127,10 @@ def _train(loop_config: dict[str, Any]) -> dict[str, Any]:
     start_epoch, plan_metrics = resume(worker)
     if worker.metrics_log is not None:
         worker.metrics_log.truncate(start_epoch)  # epochs after the checkpoint are redone
+        if loop_config.get("tensorboard", True):  # and their steps are hidden in TensorBoard
+            worker.tensorboard = RunBoard(
+                worker.run_dir, start_epoch * worker.method.iters_per_epoch + 1
+                if start_epoch else None)
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         epoch_t0 = time.perf_counter()
@@ -141,14 +149,14 @@ def _train(loop_config: dict[str, Any]) -> dict[str, Any]:
             break
     if worker.cache is not None:  # the shard files of checkpoints let go at the last save
         prune_shard_files(worker.run_dir)
-    if worker.writer is not None:
-        worker.writer.close()
+    if worker.tensorboard is not None:
+        worker.tensorboard.close()
     return last
 
 
 def start_worker(loop_config: dict[str, Any]) -> Worker:
     """The model, optimiser and data views of this rank; on rank 0 also the cache client,
-    the plan board, the fault hooks, the evaluation sets, the metrics log and TensorBoard."""
+    the plan board, the fault hooks, the evaluation sets and the metrics log."""
     cfg: PretrainConfig = loop_config["config"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -159,7 +167,8 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     quiet_ray_console()  # the run prints its own progress and per-epoch metrics
 
-    views = make_views(cfg, open_train_source(cfg))
+    source = open_train_source(cfg)
+    views = make_views(cfg, source)
     method = build_model(cfg, views, loop_config["num_images"], world)
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
@@ -179,10 +188,7 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
                                       loop_config["run_dir"], loop_config.get("driver_pid"),
                                       worker.cache.handles)
         worker.metrics_log = MetricsLog(loop_config["run_dir"])
-        if loop_config.get("tensorboard_dir"):
-            from torch.utils.tensorboard import SummaryWriter
-
-            worker.writer = SummaryWriter(loop_config["tensorboard_dir"])
+        worker.train_source = source  # Fig. 1's images
     return worker
 
 
@@ -301,6 +307,8 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
             print(f"[adasim] epoch {epoch + 1}/{cfg.epochs} step {step}/{iters} "
                   f"{rate:.0f} img/s loss {losses[-1]:.4f} "
                   f"bootstrap {plan_metrics['bootstrap_ratio']:.3f} {eta}", flush=True)
+            if worker.tensorboard is not None:
+                worker.tensorboard.step(it + 1, out.monitors)
     train_s = time.perf_counter() - epoch_t0
     steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
     if step != iters:
@@ -320,12 +328,6 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
     }
 
 
-def _clock(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def eta_text(step: int, iters: int, step_s: float, epoch: int, epochs: int,
              first_batch_s: float) -> str:
     """``eta epoch M:SS, run H:MM:SS``: the steps left in this epoch at ``step_s`` each, and
@@ -339,7 +341,7 @@ def eta_text(step: int, iters: int, step_s: float, epoch: int, epochs: int,
     epoch_left = (iters - step) * step_s
     per_epoch = iters * step_s + (0.0 if math.isnan(first_batch_s) else first_batch_s)
     run_left = epoch_left + (epochs - epoch - 1) * per_epoch
-    return f"eta epoch {_clock(epoch_left)}, run {_clock(run_left)}"
+    return f"eta epoch {clock(epoch_left)}, run {clock(run_left)}"
 
 
 def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOutput:
@@ -393,8 +395,32 @@ def close_epoch(worker: Worker, epoch: int, metrics: dict[str, Any],
     ckpt_dir = None
     if final or (epoch + 1) % cfg.checkpoint_every == 0:
         ckpt_dir = save_checkpoint(worker, epoch, metrics, next_plan)
+        draw_neighbours(worker, epoch)
     log_epoch(worker, metrics)
     return ckpt_dir
+
+
+#: Queries of the Fig. 1 grid drawn into TensorBoard at each checkpoint.
+FIGURE_QUERIES = 6
+
+
+def draw_neighbours(worker: Worker, epoch: int) -> None:
+    """Fig. 1 of the state just checkpointed as a TensorBoard image (``neighbours``):
+    queries spread over p(other), their supports and partner probabilities. A picture that
+    cannot be drawn (an image that no longer reads, say) is one line, never the run's end."""
+    if worker.tensorboard is None or worker.train_source is None:
+        return
+    cfg, source = worker.cfg, worker.train_source
+    try:
+        items = worker.cache.neighbour_supports(FIGURE_QUERIES, cfg.adasim.tau)
+        wanted = sorted({i for s in items for i in [s.query, *s.ids]})
+        images = dict(zip(wanted, source.load_many(wanted), strict=True))
+        labels = {i: source.label(i) for i in wanted}
+        worker.tensorboard.image("neighbours", supports_grid(items, images, labels),
+                                 (epoch + 1) * worker.method.iters_per_epoch, GRID_LEGEND)
+    except Exception as err:  # noqa: BLE001 - a picture is not worth a run
+        print(f"[adasim] no Fig. 1 in TensorBoard after epoch {epoch + 1}: "
+              f"{first_line(err)}", flush=True)
 
 
 def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],
@@ -439,13 +465,12 @@ def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
 
 
 def log_epoch(worker: Worker, metrics: dict[str, Any]) -> None:
-    """One line of ``metrics.jsonl``, the TensorBoard scalars and one console line."""
+    """One line of ``metrics.jsonl``, the TensorBoard scalars (copied to the run's storage
+    with the epoch's other events) and one console line."""
     worker.metrics_log.append(metrics)
-    if worker.writer is not None:
-        for key, value in metrics.items():
-            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                worker.writer.add_scalar(f"train/{key}", value, metrics["epoch"])
-        worker.writer.flush()
+    if worker.tensorboard is not None:
+        worker.tensorboard.epoch(metrics["epoch"] * worker.method.iters_per_epoch, metrics)
+        worker.tensorboard.sync()
     print(f"[adasim] epoch {metrics['epoch']} done: {json.dumps(metrics)}", flush=True)
 
 

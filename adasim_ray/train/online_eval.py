@@ -12,7 +12,6 @@ images), so a one-worker run evaluates as before.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,8 @@ from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource
 from adasim_ray.engine.shard import shard_ranges
 from adasim_ray.evaluation.features import extract_features, source_labels
+from adasim_ray.evaluation.progress import Progress
 from adasim_ray.evaluation.protocol import evaluate
-
-#: A rank prints the progress of its share of a split when the share is at least this big.
-PROGRESS_IMAGES = 20000
 
 
 def gather_rows(part: np.ndarray, sizes: list[int], rank: int, world: int,
@@ -68,7 +65,8 @@ def online_evaluation(
     for source, what in zip(sources, ("memory", "test"), strict=True):
         ranges = shard_ranges(len(source), world)  # the cache shards' split of ids
         lo, hi = ranges[rank]
-        progress = _progress(what, hi - lo) if rank == 0 and hi - lo >= PROGRESS_IMAGES else None
+        progress = (Progress(f"k-NN features ({what}, rank 0's share)", prefix="[adasim]")
+                    if rank == 0 else None)
         part, _ = extract_features(backbone, source, views.eval_transform, device=device,
                                    rows=(lo, hi), amp_dtype=amp_dtype, progress=progress)
         features.append(gather_rows(part, [b - a for a, b in ranges], rank, world, device))
@@ -78,20 +76,5 @@ def online_evaluation(
     return evaluate(
         memory, source_labels(memory_source), test, source_labels(test_source),
         device=device, linear=final and cfg.eval.linear, fewshot=final and cfg.eval.fewshot,
-        seed=cfg.seed, k=cfg.eval.knn_k, T=cfg.eval.knn_temperature,
+        seed=cfg.seed, k=cfg.eval.knn_k, T=cfg.eval.knn_temperature, progress_prefix="[adasim]",
     )
-
-
-def _progress(what: str, total: int) -> Any:
-    """A ``progress(done, total)`` that prints a line at each further quarter."""
-    start, shown = time.perf_counter(), [0]
-
-    def report(done: int, _: int) -> None:
-        quarter = 4 * done // total
-        if quarter > shown[0]:
-            shown[0] = quarter
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            print(f"[adasim] k-NN features ({what}): {done}/{total} images of rank 0's "
-                  f"share, {rate:.0f} img/s", flush=True)
-
-    return report

@@ -113,11 +113,11 @@ def check_placeable(cfg: PretrainConfig, *, joined: bool = False) -> None:
         return
     if address:
         print(f"[adasim] waiting for the cluster to grow: {problem} (an autoscaler adds "
-              "nodes up to its max_workers; `launch.py check --cluster CLUSTER_YAML` says "
+              "nodes up to its max_workers; `adasim-ray check --cluster CLUSTER_YAML` says "
               "whether they will fit)", flush=True)
         return
     raise ConfigError(f"{problem}; this Ray cannot grow: lower the request or "
-                      "ray.num_workers (launch.py check shows what fits)")
+                      "ray.num_workers (adasim-ray check shows what fits)")
 
 
 def resolve_resume(resume: str) -> tuple[str, str]:
@@ -141,7 +141,7 @@ def check_eval_labels(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
 def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
                      num_params: int) -> int:
     """About what one checkpoint takes: student + teacher + AdamW's two moments (fp32), and
-    every cache shard's rows, window and partners (the engine's layout, as ``launch.py
+    every cache shard's rows, window and partners (the engine's layout, as ``adasim-ray
     check`` reports it)."""
     return 4 * 4 * num_params + bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
 
@@ -307,7 +307,6 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
                                    cfg.batch_size // world, launch)
         for r in range(world)
     }
-    local_tb = "://" not in plan.run_dir
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -322,7 +321,7 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
             "faults": plan.faults,
             "driver_pid": os.getpid(),
             "launch": launch,
-            "tensorboard_dir": join(plan.run_dir, "tensorboard") if local_tb else None,
+            "tensorboard": True,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,

@@ -42,3 +42,10 @@ def test_overrides_put_data_last_and_config_defaults_to_the_demo():
     assert config_overrides(argparse.Namespace(set=None, data=None)) == []
     assert config_path(args) == str(default_config_path())
     assert config_path(argparse.Namespace(config="x.yaml")) == "x.yaml"
+
+
+def test_help_names_the_installed_command():
+    from adasim_ray.cli import build_parser
+
+    text = build_parser().format_help()
+    assert text.startswith("usage: adasim-ray ")

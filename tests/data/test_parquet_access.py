@@ -140,7 +140,7 @@ def test_large_row_groups_open_with_a_warning(tmp_path: Path, caplog):
     pq.write_table(table, tmp_path / "s" / "x.parquet")
     with caplog.at_level(logging.WARNING):
         source = open_source(f"parquet:{tmp_path / 's'}")
-    assert "row groups of 100 images" in caplog.text and "launch.py prepare" in caplog.text
+    assert "row groups of 100 images" in caplog.text and "adasim-ray prepare" in caplog.text
     assert source.load(42)[0, 0, 0] == 420 % 256
 
 

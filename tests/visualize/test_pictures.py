@@ -13,9 +13,9 @@ from adasim_ray.cli import main
 from adasim_ray.data import open_source
 from adasim_ray.engine import BootstrapConfig, BootstrapShard
 from adasim_ray.engine.window import NeighbourWindow
+from adasim_ray.figures.neighbours import pick_queries, supports
 from adasim_ray.train.checkpoint import write_checkpoint
 from adasim_ray.visualize.metrics import load_curves, plot_metrics
-from adasim_ray.visualize.neighbours import pick_queries, supports
 
 
 def _run(root: Path, tau: float, ratios: list[float]) -> Path:
@@ -105,3 +105,36 @@ def test_neighbours_picture_of_a_run_directory(tmp_path, capsys):
     assert out.count("[adasim] query ") == 3
     code = main(["visualize", "neighbours", str(run), "--output", str(png), "--ids", f"{n + 5}"])
     assert code == 2 and "outside the run's" in capsys.readouterr().err
+
+
+def test_the_tensorboard_grid_frames_by_label_and_bars_by_probability():
+    import numpy as np
+
+    from adasim_ray.figures.neighbours import GRID_COLOURS, Support, supports_grid
+
+    items = [Support(0, [0, 5, 7], [1.0, 0.9, 0.5], [0.5, 0.25, 0.25], True),
+             Support(1, [1], [1.0], [1.0], False)]
+    images = {i: np.full((8, 8, 1), 10 * i, np.uint8) for i in (0, 1, 5, 7)}
+    labels = {0: 3, 1: 4, 5: 3, 7: 2}
+    grid = supports_grid(items, images, labels, tile=16)
+    frame, bar_h, gap = 3, 6, 4
+    cell_w, cell_h = 16 + 2 * frame, 16 + 2 * frame + bar_h + 2
+    assert grid.shape == (gap + 2 * (cell_h + gap), gap + 4 * (cell_w + gap), 3)
+
+    def corner(row, col):
+        return tuple(grid[gap + row * (cell_h + gap), gap + col * (cell_w + gap)])
+
+    assert corner(0, 0) == GRID_COLOURS["query"]
+    assert corner(0, 2) == GRID_COLOURS["same"] and corner(0, 3) == GRID_COLOURS["other"]
+    assert corner(1, 2) == GRID_COLOURS["background"]  # the second query's support is 1 long
+    centre = grid[gap + frame + 8, gap + 3 * (cell_w + gap) + frame + 8]
+    assert tuple(centre) == (70, 70, 70)  # image 7's grey pixels, repeated to RGB
+
+    def bar(row, col):
+        y = gap + row * (cell_h + gap) + 16 + 2 * frame + 2
+        x = gap + col * (cell_w + gap)
+        return int((grid[y, x: x + cell_w] == GRID_COLOURS["bar"]).all(axis=1).sum())
+
+    assert [bar(0, c) for c in (1, 2, 3)] == [round(0.5 * cell_w), round(0.25 * cell_w),
+                                             round(0.25 * cell_w)]
+    assert bar(1, 1) == cell_w

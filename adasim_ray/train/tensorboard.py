@@ -1,0 +1,81 @@
+"""TensorBoard of a run, written by rank 0: the step's scalars every ``log_every`` steps, the
+epoch's metrics, and Fig. 1 (supports and partner probabilities) at each checkpoint.
+
+Every value is logged against the global step (steps done so far), so that one axis serves
+them all and a restarted run can hide what it redoes: the writer of a run resumed at epoch E
+purges the steps after E's end (``SummaryWriter(purge_step=...)``). Event files go to
+``RUN/tensorboard/``: written there directly when the run directory is local, else written
+to a local temporary directory on rank 0's node and copied to ``RUN/tensorboard/`` on the
+storage after each epoch (``sync``), so that ``tensorboard --logdir s3://BUCKET/RUN`` reads
+them (TensorBoard reads ``s3://`` with boto3; ``S3_ENDPOINT`` names another S3 API).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from adasim_ray.resources.storage import resolve
+from adasim_ray.train.rundir import join
+
+TENSORBOARD = "tensorboard"
+#: The step's monitors logged every ``log_every`` steps, under ``step/<key>``.
+STEP_KEYS = ("loss", "lr", "teacher_temp", "momentum", "z_std", "teacher_entropy",
+             "feature_std")
+
+
+class RunBoard:
+    """The TensorBoard writer of a run (``run_dir`` local or a URI); ``purge_step``: the first
+    global step that a resumed run redoes (None for a fresh run)."""
+
+    def __init__(self, run_dir: str, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.remote = join(run_dir, TENSORBOARD) if "://" in run_dir else None
+        self.local = (tempfile.mkdtemp(prefix="adasim-tensorboard-") if self.remote
+                      else join(run_dir, TENSORBOARD))
+        self.writer = SummaryWriter(self.local, purge_step=purge_step)
+        self._legends: set[str] = set()
+
+    def step(self, step: int, monitors: dict[str, Any]) -> None:
+        for key in STEP_KEYS:
+            value = monitors.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"step/{key}", value, step)
+
+    def epoch(self, step: int, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                self.writer.add_scalar(f"epoch/{key}", value, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int, legend: str = "") -> None:
+        """An (H, W, 3) uint8 image; ``legend``, how to read it, as the text ``TAG/legend``
+        (once per writer)."""
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+        if legend and tag not in self._legends:
+            self._legends.add(tag)
+            self.writer.add_text(f"{tag}/legend", legend, step)
+
+    def sync(self) -> None:
+        """Flush the events; a run on object storage copies them to ``RUN/tensorboard/``
+        (each file whole: they are small, and an object store cannot append)."""
+        self.writer.flush()
+        if self.remote is None:
+            return
+        fs, path = resolve(self.remote)
+        fs.create_dir(path, recursive=True)
+        pafs.copy_files(self.local, path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sync()
+        if self.remote is not None:
+            shutil.rmtree(Path(self.local), ignore_errors=True)
