@@ -5,6 +5,7 @@ weights and metrics are compared with an uninterrupted run on a local disk."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -77,7 +78,10 @@ def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
     cfg = load_config(join(run_dir, "config.yaml"))  # what the driver ran
     resumed = pretrain(cfg, resume=run_dir, log_every=1000)
     assert resumes(run_dir)[-1] == FAULTS["kill_driver"] // ITERS
-    straight = pretrain(cfg, str(tmp_path / "straight"), log_every=1000)
+    # The uninterrupted run in local mode (the loop in this process: measured the same losses,
+    # metrics and weights bit for bit as one Ray Train worker, in a third of the time).
+    local = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, num_workers=0))
+    straight = pretrain(local, str(tmp_path / "straight"), log_every=1000)
 
     got, want = MetricsLog(resumed["run_dir"]).read(), MetricsLog(straight["run_dir"]).read()
     assert [r["epoch"] for r in got] == [1, 2, 3, 4]
@@ -106,7 +110,8 @@ def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
     shown = [(e.step, e.value) for e in events.Scalars("epoch/loss")]
     assert shown == [(ITERS * r["epoch"], pytest.approx(r["loss"])) for r in got]
     # the driver logs every 20 steps and at each epoch's last
-    assert sorted({e.step for e in events.Scalars("step/loss")}) == [ITERS * r["epoch"] for r in got]
+    logged = sorted({e.step for e in events.Scalars("step/loss")})
+    assert logged == [ITERS * r["epoch"] for r in got]
 
     # The commands that read a finished run read it in the bucket too.
     from adasim_ray.cli import main
@@ -157,7 +162,7 @@ def test_a_corrupt_image_met_in_training_is_one_line(ray_session, tmp_path, caps
 def test_a_fault_beyond_max_failures_stops_in_one_line_with_the_resume_command(
     ray_session, tmp_path
 ):
-    env = os.environ | {"ADASIM_FAULT": "kill_worker@6",
+    env = os.environ | {"ADASIM_FAULT": f"kill_worker@{ITERS + 1}",
                         "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     args = [sys.executable, "launch.py", "pretrain", "--output", str(tmp_path)]
     for item in [*RUN, "epochs=2", "ray.max_failures=0"]:
