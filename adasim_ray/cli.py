@@ -162,6 +162,12 @@ def _add_check(sub: Any) -> None:
         help="judge the resources against this `ray up` YAML at its max_workers "
         f"(default: {BOOTSTRAP_CONFIG} when it exists, i.e. on a `ray up` head node)",
     )
+    p.add_argument("--num-images", type=int, metavar="N",
+                   help="plan for N training images without opening the data set (one not "
+                        "reachable from here, e.g. ImageNet-21k's 14197122 in a bucket)")
+    p.add_argument("--shard-budget-gb", type=float, default=16.0,
+                   help="the most state one cache shard should hold; check recommends the "
+                        "shard count that keeps every shard within it (default 16)")
     p.add_argument("--json", action="store_true", help="print every figure as JSON last")
     p.set_defaults(handler="adasim_ray.commands.check:run_check")
 

@@ -95,6 +95,11 @@ class RaySection:
         cache_shards: S, cache/window shard actors, each owning a contiguous id range.
         cache_shard_gpus: GPUs per shard actor (put Z on a GPU: queries in milliseconds).
         cache_shard_cpus: CPUs per shard actor.
+        accelerator_type: the GPU type the Train workers run on (Ray's ``accelerator_type``,
+            e.g. ``A100``): they are placed on nodes with it only. None = any GPU.
+        cache_shard_accelerator_type: the same for the cache shard actors with
+            ``cache_shard_gpus`` (e.g. ``A10G``, a node of their own: they never take the
+            workers' GPUs).
         fetch_actors: concurrent Ray Data fetch tasks (load by index + augment) per rank.
         fetch_cpus: CPUs per fetch actor.
         max_failures: failures survived (a Train worker, a cache shard actor or a node
@@ -113,6 +118,8 @@ class RaySection:
     cache_shards: int = 1
     cache_shard_gpus: float = 0.0
     cache_shard_cpus: float = 0.0
+    accelerator_type: str | None = None
+    cache_shard_accelerator_type: str | None = None
     fetch_actors: int = 2
     fetch_cpus: float = 0.0
     max_failures: int = 3

@@ -152,3 +152,36 @@ def test_a_running_ray_is_asked_for_its_resources(capsys, tmp_path, ray_session)
     fit = report["resources"][-1]
     assert fit["where"] == f"the Ray cluster at {address}"
     assert fit["available"]["CPU"] == ray_session.cluster_resources()["CPU"]
+
+
+@pytest.mark.parametrize("name, dim, shards", [("vits16", 384, 4), ("vitb16", 768, 5)])
+def test_imagenet21k_on_paper_fits_its_cluster_with_the_recommended_shards(
+        capsys, tmp_path, name, dim, shards):
+    n = 14_197_122
+    config = f"experiments/scale/imagenet21k_{name}_adasim.yaml"
+    code, text, err, report = _run(
+        capsys, "--config", config, "--cluster", "experiments/scale/cluster.yaml",
+        "--num-images", str(n), "--set", f"ray.storage_path={tmp_path}")
+    assert code == 0, err
+    assert report["num_images"] == n and report["memory"]["feature_dim"] == dim
+    figures = report["shards"]
+    assert figures["count"] == figures["recommended"] == shards
+    assert figures["largest_bytes"] <= 16e9 < report["memory"]["all_shards"] / (shards - 1)
+    # the engine's own bytes per image, times the largest shard's images
+    per_image = _engine_bytes(1000, dim, 1, 50, 10, "float16", "float16")[0] / 1000
+    largest = max(hi - lo for lo, hi in shard_ranges(n, shards))
+    assert figures["largest_bytes"] == pytest.approx(per_image * largest, rel=1e-6)
+    assert report["shard_nodes"] == ["cache[0]"] * shards  # on the A10G node, not the A100s
+    assert report["resources"][-1]["fits"]
+    [query] = [line for line in text if "cache query per step" in line]
+    assert "4096 anchors" in query and "not measured yet" in query
+    assert figures["query_cpu_s_per_step"] > 1  # on CPUs this scale needs the GPU shards
+
+
+def test_a_shard_over_the_budget_gets_a_recommendation(capsys, tmp_path):
+    code, text, _, report = _run(
+        capsys, "--data", "digits", "--output", str(tmp_path), "--shard-budget-gb", "0.0001",
+        "--set", "adasim.window=4", "--set", "adasim.topk=8")
+    assert code == 0
+    need = report["shards"]["recommended"]
+    assert need > 1 and any(f"use --set ray.cache_shards={need}" in line for line in text)

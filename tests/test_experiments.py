@@ -99,3 +99,14 @@ def test_table3_rows_evaluate_table2_runs_on_its_eight_data_sets():
             continue
         scores = [row["paper"][name] for name in datasets]
         assert abs(sum(scores) / len(scores) - row["paper"]["avg"]) < 0.006, row["row"]
+
+
+def test_the_scale_cluster_is_a_valid_ray_up_file_of_8_nodes_of_8_gpus():
+    nodes = cluster_yaml_nodes(ROOT / "experiments" / "scale" / "cluster.yaml")  # Ray's schema
+    a100 = [n for n in nodes if "A100" in n.accelerators]
+    assert len(a100) == 8 and all(n.gpus == 8 for n in a100)
+    for name in ("vits16", "vitb16"):
+        cfg = load_config(ROOT / "experiments" / "scale" / f"imagenet21k_{name}_adasim.yaml")
+        assert cfg.ray.num_workers == 64 and cfg.batch_size // 64 == 64
+        assert parse_spec(cfg.data)[0] == "parquet"
+        assert place(nodes, run_bundles(cfg)) == []

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,27 @@ from adasim_ray.data import describe, open_source, sample_images
 from adasim_ray.errors import ConfigError, DataError, UserError, first_line
 from adasim_ray.recipe import make_views, open_train_source
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG, cluster_yaml_nodes
-from adasim_ray.resources.memory import bootstrap_memory, feature_dim, human_bytes
+from adasim_ray.resources.memory import (
+    bootstrap_memory,
+    feature_dim,
+    human_bytes,
+    shard_ram_bytes,
+)
 from adasim_ray.resources.placement import (
     Bundle,
+    assign,
     check_fit,
     counted,
     local_nodes,
     ray_nodes,
     run_bundles,
     shortfall,
+)
+from adasim_ray.resources.query_cost import (
+    CPU_QUERY_GFLOPS_PER_CORE,
+    cpu_query_seconds,
+    query_gflop_per_step,
+    recommended_shards,
 )
 from adasim_ray.resources.storage import probe_storage
 
@@ -58,9 +71,22 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"[check] config: {path} is valid (method {cfg.method}, backbone {cfg.backbone})")
     report: dict[str, Any] = {"config": path, "data": cfg.data}
     problems: list[str] = []
-    source = _check_data(cfg, report, problems)
-    _check_memory(cfg, source, report, problems)
-    _check_resources(cfg, args.cluster, report, problems)
+    if args.num_images is not None:
+        if args.num_images < 1:
+            raise UserError(f"--num-images must be >= 1, got {args.num_images}")
+        source = PlannedImages(args.num_images)
+        report["num_images"] = args.num_images
+        report["image_size"] = make_views(cfg, source).size
+        print(f"[check] data: not opened; planned for {args.num_images} RGB images "
+              f"(--num-images), views of {report['image_size']} px")
+        try:
+            validate(cfg, args.num_images)
+        except ConfigError as err:
+            problems.append(first_line(err))
+    else:
+        source = _check_data(cfg, report, problems)
+    shard_ram = _check_memory(cfg, source, report, problems, args.shard_budget_gb * 1e9)
+    _check_resources(cfg, args.cluster, report, problems, shard_ram)
     _check_storage(cfg.ray.storage_path or args.output, report, problems)
 
     report["problems"] = problems
@@ -72,6 +98,23 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     return 0 if not problems else 2
+
+
+@dataclass(frozen=True)
+class PlannedImages:
+    """A data set planned for and not opened (``--num-images``): N RGB images of varied
+    sizes with ImageNet's statistics, what the views and the backbone are sized from."""
+
+    n: int
+    channels: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    native_size: int | None = None
+    mirror_invariant: bool = True
+    labels: Any = None
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def _check_data(cfg: Any, report: dict[str, Any], problems: list[str]) -> Any:
@@ -106,16 +149,19 @@ def _check_data(cfg: Any, report: dict[str, Any], problems: list[str]) -> Any:
     return source
 
 
-def _check_memory(cfg: Any, source: Any, report: dict[str, Any], problems: list[str]) -> None:
+def _check_memory(cfg: Any, source: Any, report: dict[str, Any], problems: list[str],
+                  budget: float) -> float:
+    """The bootstrapping state per shard, the shard count that keeps each within ``budget``
+    bytes, and the cache's query work per step; returns the RAM of the largest shard."""
     if source is None:
         print("[check] memory: unknown without the data set's size N")
-        return
+        return 0.0
     try:
         dim = feature_dim(cfg, make_views(cfg, source))
         mem = report["memory"] = bootstrap_memory(cfg, len(source), dim)
     except (ValueError, ConfigError) as err:
         problems.append(f"memory: {first_line(err)}")
-        return
+        return 0.0
     s, a = mem["per_shard"], cfg.adasim
     print(
         f"[check] cache feature d={dim} ({cfg.backbone}), Z in {a.cache_dtype} "
@@ -128,6 +174,31 @@ def _check_memory(cfg: Any, source: Any, report: dict[str, Any], problems: list[
         f"partners {human_bytes(s['partners'])} = {human_bytes(s['total'])} "
         f"({s['total']} bytes); all shards {human_bytes(mem['all_shards'])}"
     )
+    n, shards = len(source), cfg.ray.cache_shards
+    need = recommended_shards(cfg, n, dim, budget)
+    ram = float(shard_ram_bytes(cfg, n, dim))
+    verdict = ("within it" if need <= shards else
+               f"over it: use --set ray.cache_shards={need} (or more)")
+    print(f"[check] shards: {shards}, the largest {human_bytes(s['total'])} "
+          f"({human_bytes(ram)} of it in RAM); budget {human_bytes(budget)} per shard: "
+          f"{verdict}; recommended ray.cache_shards >= {need}")
+    gflop = query_gflop_per_step(cfg, n, dim)
+    seconds = cpu_query_seconds(cfg, n, dim)
+    cores = max(1.0, float(cfg.ray.cache_shard_cpus))
+    on_cpu = (f"{seconds:.3g} s per step on {cores:g} CPU core(s) at the measured "
+              f"{CPU_QUERY_GFLOPS_PER_CORE:.0f} GFLOP/s per core (benchmarks/cache_query.py)")
+    if cfg.ray.cache_shard_gpus > 0:
+        where = (f"on its GPU: not measured yet (benchmarks/gpu_check.py measures it where a "
+                 f"GPU is lent); on the CPU it would take {on_cpu}")
+    else:
+        where = f"{on_cpu}: off the step's path while it stays below the step's own time"
+    shown = f"{gflop:,.0f}" if gflop >= 100 else f"{gflop:.3g}"
+    print(f"[check] cache query per step: {cfg.batch_size} anchors x {s['images']} rows x "
+          f"d={dim} = {shown} GFLOP per shard, {where}")
+    report["shards"] = {"count": shards, "recommended": need, "budget_bytes": budget,
+                        "largest_bytes": s["total"], "largest_ram_bytes": ram,
+                        "query_gflop_per_step": gflop, "query_cpu_s_per_step": seconds}
+    return ram
 
 
 def _fit_line(fit: dict[str, Any], bundles: list[Bundle]) -> str:
@@ -141,11 +212,14 @@ def _fit_line(fit: dict[str, Any], bundles: list[Bundle]) -> str:
 
 
 def _check_resources(
-    cfg: Any, cluster_yaml: str | None, report: dict[str, Any], problems: list[str]
+    cfg: Any, cluster_yaml: str | None, report: dict[str, Any], problems: list[str],
+    shard_ram: float = 0.0,
 ) -> None:
     """Place the run on a running Ray (now), on a cluster YAML (at its autoscaling maximum,
-    the verdict when known: a cluster starts with its head only), else on this machine."""
-    bundles = run_bundles(cfg)
+    the verdict when known: a cluster starts with its head only), else on this machine: the
+    Train workers first, then the cache shards (``shard_ram`` bytes each, against the
+    node's memory where it is known) in what they leave, then the fetch tasks."""
+    bundles = run_bundles(cfg, shard_ram)
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     explicit = cluster_yaml is not None
     if not explicit and address and Path(BOOTSTRAP_CONFIG).expanduser().is_file():
@@ -176,6 +250,8 @@ def _check_resources(
         fits.append(check_fit(verdict_nodes, bundles, "this machine"))
     for fit in fits:
         print(f"[check] {_fit_line(fit, bundles)}")
+    if verdict_nodes:
+        report["shard_nodes"] = _shard_lines(bundles, verdict_nodes)
     report["resources"] = fits
     verdict = fits[-1] if fits else None
     if verdict is not None and not verdict["fits"]:
@@ -199,3 +275,23 @@ def _check_storage(storage: str, report: dict[str, Any], problems: list[str]) ->
     else:
         report["storage"]["writable"] = True
         print(f"[check] storage: {storage} is writable (a probe file was written and deleted)")
+
+
+def _shard_lines(bundles: list[Bundle], nodes: list[Any]) -> list[str | None]:
+    """Print where each cache shard goes when the workers are placed first; their nodes."""
+    where = [n for b, n in zip(bundles, assign(nodes, bundles), strict=True)
+             if b.what == "cache shard"]
+    names = [None if n is None else n.name for n in where]
+    groups: dict[str | None, list[int]] = {}
+    for s, name in enumerate(names):
+        groups.setdefault(name, []).append(s)
+    parts = []
+    for name, shards in groups.items():
+        node = next((n for n in nodes if n.name == name), None)
+        memory = ("" if node is None or node.memory is None
+                  else f" (node memory {human_bytes(node.memory)})")
+        label = "nowhere beside the Train workers" if name is None else f"{name}{memory}"
+        parts.append(f"shard{'s' if len(shards) > 1 else ''} "
+                     f"{', '.join(map(str, shards))} -> {label}")
+    print(f"[check] cache shards, placed after the Train workers: {'; '.join(parts)}")
+    return names

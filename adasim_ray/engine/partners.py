@@ -21,6 +21,9 @@ the window's own size, and runs on the host, where the window lives (``window.py
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -138,7 +141,7 @@ def adaptive_partners(
     scores: torch.Tensor,
     self_ids: torch.Tensor,
     tau: float,
-    noise: torch.Tensor,
+    noise: torch.Tensor | None,
 ) -> torch.Tensor:
     """Algorithm 1, lines 13 to 17: sample j* only where i itself ranks first.
 
@@ -173,6 +176,7 @@ def plan_window(
     *,
     seed: int = 0,
     epochs: int = 1,
+    threads: int | None = None,
 ) -> tuple[torch.Tensor, PlanStats]:
     """Partners j* of the owned images for the next epoch, and the Fig. 3 counts.
 
@@ -185,7 +189,11 @@ def plan_window(
     Returns:
         (partners (n,) int64 global ids, stats).
 
-    Args ``chunk_rows`` bounds the rows processed at once (default: a 16th of the shard).
+    Args ``chunk_rows`` bounds the rows processed at once (default: a 16th of the shard, split
+    between the threads); ``threads`` chunks are planned at once (default torch's thread
+    count: the sort of Eq. 11 runs in numpy, which releases the GIL). The plan is the same
+    whatever the chunks and threads. What a mode does not need is skipped: without labels
+    (no metrics), ``none`` and ``nn`` read no Eq. 11 support at all.
     """
     if cfg.window != window.window or cfg.topk != window.topk:
         raise ValueError(
@@ -193,13 +201,13 @@ def plan_window(
             f"(w={window.window}, K={window.topk})"
         )
     epoch = window.epochs_closed
+    threads = max(1, threads if threads is not None else torch.get_num_threads())
     if chunk_rows is None:
-        # The working memory of a chunk is ~10x its share of the window: 1/16 of the rows keeps
-        # the plan's peak well under twice the window's own size.
-        chunk_rows = min(16384, max(1024, window.size // 16))
+        # The working memory of a chunk is ~10x its share of the window: 1/16 of the rows in
+        # flight keeps the plan's peak within a quarter of the window's own size.
+        chunk_rows = min(16384, max(1024, window.size // (16 * threads)))
     partners = torch.empty(window.size, dtype=torch.int64, device="cpu")
-    stats = PlanStats()
-    noise = oracle = None
+    oracle = noise = None
     if cfg.mode == "oracle":
         if labels is None and members is None:
             raise ValueError("mode 'oracle' needs the labels of the data set")
@@ -210,11 +218,18 @@ def plan_window(
     bootstrapping = (cfg.mode == "adasim" and epoch >= cfg.window) or (
         cfg.mode == "nn" and epoch >= 1
     )
-    for lo in range(0, window.size, chunk_rows):
+    if cfg.mode == "adasim" and bootstrapping and cfg.tau > 0:
+        noise = gumbel_noise(seed, epoch, window.start, window.stop, cfg.topk)
+    needs_support = labels is not None or cfg.mode in ("adasim", "oracle")
+
+    def plan_chunk(lo: int) -> PlanStats:
         hi = min(lo + chunk_rows, window.size)
         self_ids = torch.arange(window.start + lo, window.start + hi, dtype=torch.int64,
                                 device="cpu")
-        support, scores = windowed_support(*window.rows(lo, hi), self_ids, cfg.window, cfg.topk)
+        support = scores = None
+        if needs_support:
+            support, scores = windowed_support(*window.rows(lo, hi), self_ids, cfg.window,
+                                               cfg.topk)
         if oracle is not None:
             chosen = oracle[lo:hi]
         elif not bootstrapping:
@@ -222,12 +237,34 @@ def plan_window(
         elif cfg.mode == "nn":
             chosen = nearest_other(window.latest_rows(lo, hi), self_ids)
         else:
-            if noise is None:  # drawn once for the whole shard, sliced per chunk
-                noise = gumbel_noise(seed, epoch, window.start, window.stop, cfg.topk)
-            chosen = adaptive_partners(support, scores, self_ids, cfg.tau, noise[lo:hi])
+            chosen = adaptive_partners(support, scores, self_ids, cfg.tau,
+                                       None if noise is None else noise[lo:hi])
         partners[lo:hi] = chosen
-        stats = stats + _chunk_stats(support, self_ids, chosen, labels)
+        if support is None:
+            return PlanStats(images=len(self_ids), bootstrapped=int((chosen != self_ids).sum()))
+        return _chunk_stats(support, self_ids, chosen, labels)
+
+    starts = range(0, window.size, chunk_rows)
+    stats = PlanStats()
+    if threads == 1 or len(starts) == 1:
+        for lo in starts:
+            stats = stats + plan_chunk(lo)
+        return partners, stats
+    # torch's own ops run one thread each inside the pool: the chunks are the parallelism
+    with _torch_threads(1), ThreadPoolExecutor(max_workers=threads) as pool:
+        for part in pool.map(plan_chunk, starts):
+            stats = stats + part
     return partners, stats
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _chunk_stats(

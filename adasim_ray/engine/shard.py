@@ -113,12 +113,13 @@ class BootstrapShard:
         if mine.any():
             self.window.record(ids[mine], top.ids[mine], top.sims[mine])
 
-    def end_epoch(self) -> PlanStats:
-        """Close the epoch and plan the next one; returns the new plan's metric counts."""
+    def end_epoch(self, threads: int | None = None) -> PlanStats:
+        """Close the epoch and plan the next one (``threads`` chunks at once, see
+        ``plan_window``); returns the new plan's metric counts."""
         self.window.end_epoch()
         self.partners, self.last_stats = plan_window(
             self.window, self.cfg, self.labels, members=self.members, seed=self.seed,
-            epochs=self.epochs,
+            epochs=self.epochs, threads=threads,
         )
         return self.last_stats
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from adasim_ray.configfile import read_yaml
 from adasim_ray.errors import ConfigError, UserError, first_line
-from adasim_ray.resources.placement import Node
+from adasim_ray.resources.placement import Node, accelerators_of
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # written by `ray up` on the head node
 
@@ -69,5 +69,7 @@ def cluster_yaml_nodes(path: str | Path) -> list[Node]:
         if name != head:
             budget -= count
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        nodes += [Node(f"{name}[{i}]", cpus, gpus) for i in range(count)]
+        memory = float(resources["memory"]) if "memory" in resources else None
+        kinds = accelerators_of(resources)
+        nodes += [Node(f"{name}[{i}]", cpus, gpus, memory, None, kinds) for i in range(count)]
     return nodes

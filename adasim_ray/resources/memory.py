@@ -74,12 +74,14 @@ def shard_footprint(
     )
 
 
-def bootstrap_memory(cfg: Any, num_images: int, dim: int) -> dict[str, Any]:
-    """Footprint of the largest of the ``ray.cache_shards`` shards, and of all of them."""
+def bootstrap_memory(cfg: Any, num_images: int, dim: int,
+                     shards: int | None = None) -> dict[str, Any]:
+    """Footprint of the largest of the ``ray.cache_shards`` shards (or of ``shards``), and
+    of all of them."""
     a = cfg.adasim
     shards = [
         shard_footprint(hi - lo, dim, a.window, a.topk, a.cache_dtype, a.sim_dtype)
-        for lo, hi in shard_ranges(num_images, cfg.ray.cache_shards)
+        for lo, hi in shard_ranges(num_images, shards or cfg.ray.cache_shards)
     ]
     largest = max(shards, key=lambda s: s.total)
     return {
@@ -89,6 +91,14 @@ def bootstrap_memory(cfg: Any, num_images: int, dim: int) -> dict[str, Any]:
         "per_shard": asdict(largest) | {"total": largest.total},
         "all_shards": sum(s.total for s in shards),
     }
+
+
+def shard_ram_bytes(cfg: Any, num_images: int, dim: int) -> int:
+    """Bytes of RAM the largest cache shard holds: all of its state, less Z and its written
+    mask when they live on the shard's GPU (``ray.cache_shard_gpus`` > 0)."""
+    s = bootstrap_memory(cfg, num_images, dim)["per_shard"]
+    on_gpu = cfg.ray.cache_shard_gpus > 0
+    return int(s["total"] - (s["cache"] + s["written"] if on_gpu else 0))
 
 
 def human_bytes(n: float) -> str:

@@ -1,8 +1,11 @@
 """What a run asks Ray for, as resource bundles, and whether they fit a cluster's nodes.
 
 One list of bundles (:func:`run_bundles`) is the answer for ``adasim-ray check`` (placed
-first-fit on the nodes, :func:`place`) and for a sweep (its totals are what one trial
-reserves, ``adasim_ray.sweep.tuner.trial_resources``).
+first-fit on the nodes, :func:`assign`) and for a sweep (its totals are what one trial
+reserves, ``adasim_ray.sweep.tuner.trial_resources``). The Train workers come first: the
+cache shards are placed in what the workers leave (``check`` shows where; the driver pins
+each shard actor to that node, :func:`shard_nodes`), so that a shard never takes a GPU slice
+or the CPUs a worker needs, which would leave the worker group unplaceable: a hang.
 """
 
 from __future__ import annotations
@@ -17,25 +20,33 @@ _EPS = 1e-9
 
 @dataclass
 class Node:
-    """Free resources of one node while the run's bundles are being placed."""
+    """Free resources of one node while the run's bundles are being placed; ``memory`` in
+    bytes (None: not known, not checked), ``node_id`` Ray's id of a live node."""
 
     name: str
     cpus: float
     gpus: float
+    memory: float | None = None
+    node_id: str | None = None
+    accelerators: frozenset[str] = frozenset()  # Ray's accelerator types here, e.g. A100
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """One resource request of the run: a Train worker, a cache shard actor, a fetch task."""
+    """One resource request of the run: a Train worker, a cache shard actor, a fetch task;
+    ``memory``: the bytes of RAM it holds where that is known and large (a cache shard)."""
 
     what: str
     cpus: float
     gpus: float
+    memory: float = 0.0
+    accelerator: str | None = None  # only on a node with this accelerator type
 
 
-def run_bundles(cfg: Any) -> list[Bundle]:
-    """What ``adasim_ray.train.run.pretrain`` asks Ray for, in the order it asks: the cache
-    shard actors first, then the Train workers, then the Ray Data fetch tasks of every rank.
+def run_bundles(cfg: Any, shard_memory: float = 0.0) -> list[Bundle]:
+    """What ``adasim_ray.train.run.pretrain`` asks Ray for, in the order it is placed: the
+    Train workers first, then the cache shard actors (``shard_memory`` bytes of RAM each),
+    then the Ray Data fetch tasks of every rank.
 
     With ``ray.num_workers=0`` the training loop runs in the driver process (or in a sweep
     trial's function, which reserves no CPU), outside any Ray reservation; it still keeps
@@ -49,32 +60,73 @@ def run_bundles(cfg: Any) -> list[Bundle]:
         ...     fetch_actors=1,
         ...     fetch_cpus=0.5)
         >>> [b.what for b in run_bundles(SimpleNamespace(ray=ray))]
-        ['cache shard', 'training loop (driver)', 'fetch task']
+        ['training loop (driver)', 'cache shard', 'fetch task']
     """
     r = cfg.ray
     gpus = r.gpus_per_worker if r.use_gpu else 0.0
-    bundles = [Bundle("cache shard", r.cache_shard_cpus, r.cache_shard_gpus)] * r.cache_shards
+    bundles = []
+    kind = getattr(r, "accelerator_type", None) if gpus else None
+    shard_kind = getattr(r, "cache_shard_accelerator_type", None) if r.cache_shard_gpus else None
     if r.num_workers == 0:
-        bundles.append(Bundle("training loop (driver)", r.cpus_per_worker, gpus))
-    bundles += [Bundle("Train worker", r.cpus_per_worker, gpus)] * r.num_workers
+        bundles.append(Bundle("training loop (driver)", r.cpus_per_worker, gpus, 0.0, kind))
+    bundles += [Bundle("Train worker", r.cpus_per_worker, gpus, 0.0, kind)] * r.num_workers
+    bundles += [Bundle("cache shard", r.cache_shard_cpus, r.cache_shard_gpus,
+                       float(shard_memory), shard_kind)] * r.cache_shards
     bundles += [Bundle("fetch task", r.fetch_cpus, 0.0)] * (max(r.num_workers, 1) * r.fetch_actors)
     return bundles
+
+
+def _fits(node: Node, b: Bundle) -> bool:
+    return (node.cpus + _EPS >= b.cpus and node.gpus + _EPS >= b.gpus
+            and (node.memory is None or node.memory + _EPS >= b.memory)
+            and (b.accelerator is None or b.accelerator in node.accelerators))
+
+
+#: Ray's resource that marks a node's GPU type: ``accelerator_type:A100``.
+ACCELERATOR_PREFIX = "accelerator_type:"
+
+
+def accelerators_of(resources: dict[str, Any]) -> frozenset[str]:
+    """The accelerator types named among a node's resources.
+
+    Examples:
+        >>> sorted(accelerators_of({"CPU": 8, "accelerator_type:A100": 1}))
+        ['A100']
+    """
+    return frozenset(k[len(ACCELERATOR_PREFIX):] for k in resources
+                     if k.startswith(ACCELERATOR_PREFIX))
+
+
+def assign(nodes: list[Node], bundles: list[Bundle]) -> list[Node | None]:
+    """First-fit placement of ``bundles``, in order, on copies of ``nodes``: the node each
+    goes to (its original), None for one that fits nowhere.
+
+    Examples:
+        >>> gpu, cpu = Node("gpu", 8, 8), Node("cpu", 16, 0, memory=64e9)
+        >>> bundles = [Bundle("Train worker", 1, 1)] * 8 + [Bundle("cache shard", 1, 0, 8e9)]
+        >>> [n.name for n in assign([gpu, cpu], bundles)][-2:]  # the shard after the workers
+        ['gpu', 'cpu']
+    """
+    free = [Node(n.name, n.cpus, n.gpus, n.memory, n.node_id, n.accelerators) for n in nodes]
+    where: list[Node | None] = []
+    for b in bundles:
+        for k, node in enumerate(free):
+            if _fits(node, b):
+                node.cpus -= b.cpus
+                node.gpus -= b.gpus
+                if node.memory is not None:
+                    node.memory -= b.memory
+                where.append(nodes[k])
+                break
+        else:
+            where.append(None)
+    return where
 
 
 def place(nodes: list[Node], bundles: list[Bundle]) -> list[Bundle]:
     """First-fit placement of ``bundles`` on copies of ``nodes``; returns those that fit
     nowhere (empty: the run fits)."""
-    free = [Node(n.name, n.cpus, n.gpus) for n in nodes]
-    unplaced = []
-    for b in bundles:
-        for node in free:
-            if node.cpus + _EPS >= b.cpus and node.gpus + _EPS >= b.gpus:
-                node.cpus -= b.cpus
-                node.gpus -= b.gpus
-                break
-        else:
-            unplaced.append(b)
-    return unplaced
+    return [b for b, node in zip(bundles, assign(nodes, bundles), strict=True) if node is None]
 
 
 def counted(bundles: list[Bundle]) -> str:
@@ -102,7 +154,7 @@ def check_fit(nodes: list[Node], bundles: list[Bundle], where: str) -> dict[str,
     need_cpus, need_gpus = totals(bundles)
     return {
         "where": where,
-        "nodes": [asdict(n) for n in nodes],
+        "nodes": [asdict(n) | {"accelerators": sorted(n.accelerators)} for n in nodes],
         "available": {"CPU": cpus, "GPU": gpus},
         "needed": {"CPU": need_cpus, "GPU": need_gpus},
         "fits": not unplaced,
@@ -119,7 +171,9 @@ def local_nodes() -> list[Node]:
         gpus = torch.cuda.device_count()
     except Exception:
         gpus = 0
-    return [Node("this machine", float(cpus or 1), float(gpus))]
+    pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    memory = float(pages * os.sysconf("SC_PAGE_SIZE")) if pages > 0 else None
+    return [Node("this machine", float(cpus or 1), float(gpus), memory)]
 
 
 def ray_nodes(address: str) -> list[Node]:
@@ -194,5 +248,34 @@ def cluster_nodes() -> list[Node]:
     import ray
 
     return [Node(n.get("NodeName") or n["NodeManagerAddress"],
-                 float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+                 float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
+                 float(n["Resources"]["memory"]) if "memory" in n["Resources"] else None,
+                 n.get("NodeID"), accelerators_of(n["Resources"]))
             for n in ray.nodes() if n.get("Alive")]
+
+
+def free_nodes() -> list[Node]:
+    """The alive nodes of the Ray this process is connected to, with what is free on each
+    now (Ray's per-node available resources; the totals where Ray cannot say)."""
+    nodes = cluster_nodes()
+    try:
+        from ray._private.state import available_resources_per_node
+
+        free = available_resources_per_node()
+    except Exception:  # noqa: BLE001 - a Ray without this view: judge by the totals
+        return nodes
+    for node in nodes:
+        have = free.get(node.node_id or "")
+        if have is not None:
+            node.cpus, node.gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
+            node.memory = float(have["memory"]) if "memory" in have else node.memory
+    return nodes
+
+
+def shard_nodes(cfg: Any, nodes: list[Node], shard_memory: float = 0.0) -> list[Node | None]:
+    """Where each cache shard goes when the run's Train workers are placed first on
+    ``nodes`` (what is free now, :func:`free_nodes`): a node per shard, or None where a
+    shard does not fit beside the workers."""
+    bundles = run_bundles(cfg, shard_memory)
+    where = assign(nodes, bundles)
+    return [n for b, n in zip(bundles, where, strict=True) if b.what == "cache shard"]

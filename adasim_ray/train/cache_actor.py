@@ -11,6 +11,7 @@ is fixed when the epoch starts).
 from __future__ import annotations
 
 import collections
+import os
 import time
 import warnings
 from dataclasses import asdict
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adasim_ray.engine import BootstrapConfig, BootstrapShard, PlanStats, TopK, merge_topk
 from adasim_ray.engine.shard import shard_ranges
@@ -50,12 +52,17 @@ class CacheShardActor:
         seed: int,
         epochs: int,
         labels: np.ndarray | None,
+        shards: int = 1,
     ) -> None:
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         # As many torch threads as CPUs reserved (at least one): an actor with 0 CPUs that
         # spins an OpenMP team on every query steals the training step's cores.
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
         torch.set_num_threads(max(1, int(cpus)))
+        # The epoch's plan runs while every Train worker waits for it: it may use this node's
+        # cores, shared with the run's other shards (assumed on the same node, at worst).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.plan_threads = max(1, int(cpus), cores // max(1, shards))
         self._args = (num_images, start, stop, dim, BootstrapConfig(**cfg))
         self._kwargs = {
             "seed": seed,
@@ -107,7 +114,7 @@ class CacheShardActor:
 
     def end_epoch(self) -> dict[str, int]:
         self._check()
-        return self.shard.end_epoch().__dict__.copy()
+        return self.shard.end_epoch(self.plan_threads).__dict__.copy()
 
     def partners(self) -> np.ndarray:
         self._check()
@@ -160,27 +167,36 @@ def create_shard_actors(
     labels: np.ndarray | None,
     num_cpus: float = 0.0,
     num_gpus: float = 0.0,
+    memory: int = 0,
+    node_ids: list[str | None] | None = None,
+    accelerator_type: str | None = None,
 ) -> list[ray.actor.ActorHandle]:
     """Start the S shard actors of a run (named, so that Train workers can find them).
 
     They are restarted by Ray if their process dies (empty and refusing calls, see
     :class:`ShardLostError`: the failed step restarts the Train workers, whose rank 0 restores
-    the shards from the last checkpoint), and spread over nodes.
+    the shards from the last checkpoint). Shard s goes to ``node_ids[s]`` (a preference: a
+    restarted shard whose node is gone goes elsewhere), else Ray spreads them over nodes;
+    each reserves ``memory`` bytes of Ray's ``memory`` resource (its window and cache).
     """
     remote = ray.remote(CacheShardActor)
     handles = []
     for s, (lo, hi) in enumerate(shard_ranges(num_images, shards)):
+        node = node_ids[s] if node_ids else None
         options = remote.options(
             name=shard_actor_name(run_name, s),
             get_if_exists=True,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
+            memory=memory or None,
+            accelerator_type=accelerator_type,
             max_restarts=-1,
             max_task_retries=0,
-            scheduling_strategy="SPREAD",
+            scheduling_strategy=("SPREAD" if node is None
+                                 else NodeAffinitySchedulingStrategy(node, soft=True)),
         )
         handles.append(
-            options.remote(num_images, lo, hi, dim, asdict(cfg), seed, epochs, labels)
+            options.remote(num_images, lo, hi, dim, asdict(cfg), seed, epochs, labels, shards)
         )
     ray.get([h.ping.remote() for h in handles])
     return handles

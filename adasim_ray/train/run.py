@@ -34,8 +34,14 @@ from adasim_ray.recipe import (
     open_eval_sources,
     open_train_source,
 )
-from adasim_ray.resources.memory import bootstrap_memory
-from adasim_ray.resources.placement import cluster_nodes, local_nodes, shortfall
+from adasim_ray.resources.memory import bootstrap_memory, human_bytes, shard_ram_bytes
+from adasim_ray.resources.placement import (
+    cluster_nodes,
+    free_nodes,
+    local_nodes,
+    shard_nodes,
+    shortfall,
+)
 from adasim_ray.resources.storage import check_staging, check_storage
 from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.checkpoint import (
@@ -158,6 +164,7 @@ class RunPlan:
     storage: str
     run_name: str
     faults: str | None
+    shard_ram: int = 0  # bytes of RAM each cache shard actor reserves (Ray's ``memory``)
 
     @property
     def run_dir(self) -> str:
@@ -237,7 +244,8 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
         storage, run_name = cfg.ray.storage_path or output, run_name or new_run_name(cfg)
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
-    plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults)
+    shard_ram = shard_ram_bytes(cfg, num_images, feat_dim)
+    plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults, shard_ram)
     params = sum(p.numel() for p in backbone.parameters())
     check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
     shard_bytes = bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
@@ -276,7 +284,9 @@ def resume_target(resume: str, settings: dict[str, Any], force: bool) -> tuple[s
 
 def start_bootstrap_actors(cfg: PretrainConfig, plan: RunPlan) -> list[ray.actor.ActorHandle]:
     """The S cache shard actors and the plan board (named after the run, so that the Train
-    workers and the fetch tasks find them)."""
+    workers and the fetch tasks find them). Each shard goes to the node it takes when the
+    Train workers are placed first on what the cluster has free now (``placement.assign``),
+    so that no shard takes a GPU slice or CPUs that the worker group needs."""
     shards = create_shard_actors(
         plan.run_name,
         plan.num_images,
@@ -288,8 +298,31 @@ def start_bootstrap_actors(cfg: PretrainConfig, plan: RunPlan) -> list[ray.actor
         labels=labels_of(plan.source),
         num_cpus=cfg.ray.cache_shard_cpus,
         num_gpus=cfg.ray.cache_shard_gpus,
+        memory=plan.shard_ram,
+        node_ids=shard_node_ids(cfg, plan.shard_ram),
+        accelerator_type=(cfg.ray.cache_shard_accelerator_type
+                          if cfg.ray.cache_shard_gpus else None),
     )
     return [*shards, create_plan_board(plan.run_name)]
+
+
+def shard_node_ids(cfg: PretrainConfig, shard_ram: int) -> list[str | None]:
+    """The Ray node of each cache shard, the Train workers placed first on what is free now
+    (None: Ray's choice). A shard that fits nowhere beside the workers stops the run in one
+    line on a Ray that cannot grow; on one that can, Ray places it when nodes come."""
+    where = shard_nodes(cfg, free_nodes(), shard_ram)
+    if all(node is not None for node in where):
+        return [node.node_id for node in where]  # type: ignore[union-attr]
+    missing = sum(node is None for node in where)
+    what = (f"{missing} of {len(where)} cache shards ({cfg.ray.cache_shard_cpus:g} CPU, "
+            f"{cfg.ray.cache_shard_gpus:g} GPU, {human_bytes(shard_ram)} RAM each) do not fit "
+            "beside the Train workers on what this Ray has free")
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        raise ConfigError(f"ray.cache_shards: {what}; lower ray.cache_shard_gpus / "
+                          "ray.cache_shard_cpus or raise ray.cache_shards (adasim-ray check "
+                          "shows where each shard goes)")
+    print(f"[adasim] {what}: Ray places them as nodes come", flush=True)
+    return [None if node is None else node.node_id for node in where]
 
 
 def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
@@ -326,6 +359,7 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
+            accelerator_type=cfg.ray.accelerator_type if cfg.ray.use_gpu else None,
             resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
             | ({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {}),
         ),

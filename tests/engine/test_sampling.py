@@ -127,3 +127,47 @@ def test_metrics_use_labels():
     assert m["bootstrap_ratio"] == 0.0
     assert m["nn_top1"] == 1.0  # j* = i
     assert m["nn2_top1"] == 1.0  # the runner-up has i's label
+
+
+def _random_window(n: int, w: int, k: int, seed: int) -> NeighbourWindow:
+    """A full window of random neighbours (half the images rank themselves first)."""
+    gen = torch.Generator().manual_seed(seed)
+    win = NeighbourWindow(0, n, window=w, topk=k, sim_dtype="float16")
+    ids = torch.arange(n)
+    for _ in range(w):
+        nbrs = torch.randint(0, n, (n, k), generator=gen)
+        first = torch.rand(n, generator=gen) < 0.5
+        nbrs[:, 0] = torch.where(first, ids, nbrs[:, 0])
+        sims = torch.sort(torch.rand(n, k, generator=gen), dim=1, descending=True)[0]
+        win.record(ids, nbrs, sims)
+        win.end_epoch()
+    return win
+
+
+def test_the_plan_is_the_same_whatever_its_threads_and_chunks():
+    n, w, k = 6000, 3, 4
+    win = _random_window(n, w, k, seed=5)
+    labels = torch.arange(n) % 7
+    saved = torch.get_num_threads()
+    for mode in ("adasim", "nn", "none"):
+        cfg = BootstrapConfig(mode=mode, tau=0.3, window=w, topk=k)
+        one, one_stats = plan_window(win, cfg, labels, seed=9, threads=1, chunk_rows=n)
+        many, many_stats = plan_window(win, cfg, labels, seed=9, threads=3, chunk_rows=700)
+        assert torch.equal(one, many), mode
+        assert one_stats == many_stats, mode
+    assert torch.get_num_threads() == saved  # the pool's one-thread setting was put back
+
+
+def test_without_labels_none_and_nn_read_no_support(monkeypatch):
+    import adasim_ray.engine.partners as partners_module
+
+    win = _random_window(2000, 2, 3, seed=1)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the Eq. 11 support was computed")
+
+    monkeypatch.setattr(partners_module, "windowed_support", refuse)
+    for mode in ("none", "nn"):
+        partners, stats = plan_window(win, BootstrapConfig(mode=mode, window=2, topk=3))
+        assert stats.images == 2000
+        assert (partners == torch.arange(2000)).all() == (mode == "none")
