@@ -5,8 +5,8 @@ Every step, each cache shard scores the global batch of B anchors against its N_
 shards work side by side, so the step's query time is the largest shard's.
 
 The rate is measured, not assumed: ``benchmarks/cache_query.py`` on this project's 2-core
-machine queried 256 anchors against 1,281,167 rows of d = 384 in 3.13 s (the engine's fp16
-cache, top-K included): 40 GFLOP/s per core. A GPU's rate is not measured yet
+machine queried 256 anchors against 1,281,167 rows of d = 384 in 3.13 s (the engine's query
+of a float32 cache, top-K included): 40 GFLOP/s per core. A GPU's rate is not measured yet
 (``benchmarks/gpu_check.py`` measures it where a GPU is lent), so a shard on a GPU is
 reported without a time.
 """
