@@ -321,6 +321,12 @@ def validate(
     if not (0 < g <= 1 or (g > 1 and g == int(g))):  # what Ray accepts for one actor
         raise ConfigError(f"ray.gpus_per_worker: a fraction in (0, 1] or a whole number of "
                           f"GPUs, got {g}")
+    if r.accelerator_type and not r.use_gpu:
+        raise ConfigError(f"ray.accelerator_type: {r.accelerator_type} is a GPU type, and "
+                          "ray.use_gpu is false")
+    if r.cache_shard_accelerator_type and not r.cache_shard_gpus:
+        raise ConfigError(f"ray.cache_shard_accelerator_type: {r.cache_shard_accelerator_type} "
+                          "is a GPU type, and ray.cache_shard_gpus is 0")
     if r.num_workers and cfg.batch_size % r.num_workers:
         raise ConfigError(
             f"batch_size: {cfg.batch_size} is not divisible by ray.num_workers={r.num_workers}"

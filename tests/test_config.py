@@ -35,6 +35,8 @@ def test_default_config_validates_and_round_trips(tmp_path):
         ("dino.base_lr=-1", "dino.base_lr"),
         ("augment.crop_scale=[0.5, 0.2]", "augment.crop_scale"),
         ("batch_size=100", "ray.num_workers"),
+        ("ray.accelerator_type=A100", "ray.accelerator_type: A100 is a GPU type"),
+        ("ray.cache_shard_accelerator_type=A10G", "ray.cache_shard_accelerator_type"),
     ],
 )
 def test_bad_values_name_the_field(override, message):

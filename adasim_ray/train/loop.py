@@ -123,14 +123,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
 def _train(loop_config: dict[str, Any]) -> dict[str, Any]:
     worker = start_worker(loop_config)
+    try:
+        return _epochs(worker, loop_config)
+    except BaseException:
+        if worker.tensorboard is not None:
+            worker.tensorboard.close(failed=True)
+        raise
+
+
+def _epochs(worker: Worker, loop_config: dict[str, Any]) -> dict[str, Any]:
     cfg = worker.cfg
     start_epoch, plan_metrics = resume(worker)
     if worker.metrics_log is not None:
         worker.metrics_log.truncate(start_epoch)  # epochs after the checkpoint are redone
         if loop_config.get("tensorboard", True):  # and their steps are hidden in TensorBoard
-            worker.tensorboard = RunBoard(
-                worker.run_dir, start_epoch * worker.method.iters_per_epoch + 1
-                if start_epoch else None)
+            worker.tensorboard = RunBoard(worker.run_dir,
+                                          start_epoch * worker.method.iters_per_epoch + 1)
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         epoch_t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from adasim_ray.resources.storage import resolve
-from adasim_ray.train.rundir import join
+from adasim_ray.train.rundir import join, split
 
 TENSORBOARD = "tensorboard"
 #: The step's monitors logged every ``log_every`` steps, under ``step/<key>``.
@@ -38,8 +38,16 @@ class RunBoard:
         from torch.utils.tensorboard import SummaryWriter
 
         self.remote = join(run_dir, TENSORBOARD) if "://" in run_dir else None
-        self.local = (tempfile.mkdtemp(prefix="adasim-tensorboard-") if self.remote
-                      else join(run_dir, TENSORBOARD))
+        if self.remote is None:
+            self.local = join(run_dir, TENSORBOARD)
+        else:
+            # Named after the run: the directory of a writer killed with its process (a
+            # fault) is removed by the next writer of the run on this node; its events
+            # reached the storage at its last epoch, and what came after is redone.
+            prefix = f"adasim-tensorboard-{split(run_dir)[1]}-"
+            for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            self.local = tempfile.mkdtemp(prefix=prefix)
         self.writer = SummaryWriter(self.local, purge_step=purge_step)
         self._legends: set[str] = set()
 
@@ -74,8 +82,15 @@ class RunBoard:
         pafs.copy_files(self.local, path, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=fs)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the writer and copy its last events; after a failure (``failed``) a copy
+        that fails too is let go, so that the run's own error is the one raised."""
         self.writer.close()
-        self.sync()
-        if self.remote is not None:
-            shutil.rmtree(Path(self.local), ignore_errors=True)
+        try:
+            self.sync()
+        except Exception:
+            if not failed:
+                raise
+        finally:
+            if self.remote is not None:
+                shutil.rmtree(Path(self.local), ignore_errors=True)

@@ -89,3 +89,15 @@ def test_audit_finds_planted_cases(ray_session, planted_digits, tmp_path, capsys
     assert flips_cache >= 2  # measured 2; chance 0.55 (weak features, see the module doc)
     assert flips_model >= 10  # measured 17
     assert dups_model >= 9  # measured 10: exact copies have identical exact features
+
+    # Each row names where its image lives: the shard and the row within it.
+    import pyarrow.parquet as pq
+
+    for audit in (cache_audit, model_audit):
+        rows = _ranked(audit / "label_suspects.csv")
+        assert {"shard", "row"} <= set(rows[0])
+        for row in rows[:5]:
+            shard = pq.read_table(planted_digits.root / "train" / row["shard"], columns=["index"])
+            assert shard["index"][int(row["row"])].as_py() == int(row["index"])
+        pairs = _ranked(audit / "duplicates.csv")
+        assert {"shard_a", "row_a", "shard_b", "row_b"} <= set(pairs[0])
