@@ -101,6 +101,8 @@ ROWS = [
                                                   "batch_size=64"], ["batch_size"]),
     ("unknown backbone", lambda r: [*DIGITS, "--set", "backbone=resnet9000"], ["resnet9000"]),
     ("unknown method", lambda r: [*DIGITS, "--set", "method=byol"], ["method"]),
+    ("a method setting it refuses (warm-up longer than the run)",
+     lambda r: [*DIGITS, "--set", "dino.warmup_epochs=50"], ["dino", "warmup_epochs"]),
     ("missing config file", lambda r: ["--config", str(r / "nope.yaml")], ["nope.yaml"]),
     ("missing data path", lambda r: ["--data", f"folder:{r / 'nowhere'}"], ["nowhere"]),
     ("empty folder", lambda r: ["--data", _empty(r)], ["empty"]),

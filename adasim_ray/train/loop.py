@@ -3,7 +3,9 @@
 Per epoch (Algorithm 1 with the plan of past epochs, see ``adasim_ray.engine.partners``):
 
 1. rank 0 publishes the epoch's partner plan (computed by the cache shards at the end of the
-   previous epoch) on the plan board; all ranks meet at a barrier;
+   previous epoch, and published then) on the plan board; all ranks meet at a barrier and
+   start the epoch's stream of pairs (:class:`NextEpoch`), before the previous epoch's
+   evaluation and checkpoint, so that its first views are made meanwhile;
 2. every rank iterates its own Ray Data stream of (t(x_i), t'(x_j*)) pairs and takes DDP steps;
    after each step the anchors' teacher features are gathered and rank 0 sends them to the
    cache shards without waiting (query before write, then record the top-K);
@@ -26,6 +28,8 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,11 +144,20 @@ def _epochs(worker: Worker, loop_config: dict[str, Any]) -> dict[str, Any]:
             worker.tensorboard = RunBoard(worker.run_dir,
                                           start_epoch * worker.method.iters_per_epoch + 1)
     last: dict[str, Any] = {}
+    stop_after = loop_config.get("stop_after")
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    ahead: NextEpoch | None = None
     for epoch in range(start_epoch, cfg.epochs):
         epoch_t0 = time.perf_counter()
-        publish_plan(worker, epoch)
-        metrics = train_one_epoch(worker, epoch, plan_metrics, epoch_t0)
+        if ahead is None:
+            publish_plan(worker, epoch)
+            ahead = NextEpoch.start(worker, epoch)
+        metrics = train_one_epoch(worker, epoch, plan_metrics, epoch_t0, ahead)
         next_plan = worker.cache.end_epoch() if worker.cache is not None else None
+        ahead = None
+        if epoch + 1 < end:  # the next epoch's views are made while this one is evaluated
+            publish_plan(worker, epoch + 1)
+            ahead = NextEpoch.start(worker, epoch + 1)
         evaluation = evaluate_epoch(worker, epoch)
         ckpt_dir = None
         if worker.cache is not None:
@@ -152,7 +165,6 @@ def _epochs(worker: Worker, loop_config: dict[str, Any]) -> dict[str, Any]:
             plan_metrics = next_plan
         report(worker, metrics, ckpt_dir, epoch)
         last = metrics
-        stop_after = loop_config.get("stop_after")
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     if worker.cache is not None:  # the shard files of checkpoints let go at the last save
@@ -277,8 +289,38 @@ def publish_plan(worker: Worker, epoch: int) -> None:
     _barrier(worker.world)
 
 
+@dataclass
+class NextEpoch:
+    """An epoch's stream of pairs, started as soon as its plan is published: a thread takes
+    its first batch at once, so that the fetch tasks make the epoch's first views while the
+    previous epoch is evaluated and checkpointed (on a GPU node: the CPUs fetch while the
+    GPU evaluates). ``ready_before`` tells whether the first batch was there when the epoch
+    began (``prefetched`` in the epoch's metrics)."""
+
+    epoch: int
+    batches: Iterator[dict[str, torch.Tensor]]
+    first: Future
+
+    @classmethod
+    def start(cls, worker: Worker, epoch: int) -> NextEpoch:
+        batches = iter(ray.train.get_dataset_shard(f"train_{worker.rank}").iter_torch_batches(
+            batch_size=worker.cfg.batch_size // max(worker.world, 1), drop_last=False,
+            prefetch_batches=2, device="cpu", pin_memory=worker.device.type == "cuda",
+        ))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"adasim-epoch-{epoch}")
+        first = pool.submit(next, batches, None)
+        pool.shutdown(wait=False)
+        return cls(epoch, batches, first)
+
+    def stream(self) -> Iterator[dict[str, torch.Tensor]]:
+        first = self.first.result()
+        if first is not None:
+            yield first
+            yield from self.batches
+
+
 def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
-                    epoch_t0: float) -> dict[str, Any]:
+                    epoch_t0: float, ahead: NextEpoch) -> dict[str, Any]:
     """One pass over this rank's stream of pairs: the DDP steps, the anchors' features sent
     to the cache, a progress line every ``log_every`` steps; the epoch's training metrics.
 
@@ -286,10 +328,10 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
     apart (``first_batch_s``)."""
     cfg, rank, world = worker.cfg, worker.rank, worker.world
     iters, log_every = worker.method.iters_per_epoch, int(worker.loop_config.get("log_every", 20))
-    stream = ray.train.get_dataset_shard(f"train_{rank}").iter_torch_batches(
-        batch_size=cfg.batch_size // max(world, 1), drop_last=False, prefetch_batches=2,
-        device="cpu", pin_memory=worker.device.type == "cuda",
-    )
+    if ahead.epoch != epoch:
+        raise RuntimeError(f"the stream of epoch {ahead.epoch} was handed to epoch {epoch}")
+    prefetched = ahead.first.done()
+    stream = ahead.stream()
     losses, z_stds, entropies, lr = [], [], [], float("nan")
     step, images, steady_t0, steady_images, first_batch_s = 0, 0, None, 0, float("nan")
     worker.model.train()
@@ -330,6 +372,7 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
         "images_per_s": (images - steady_images) / steady_s if step > 1 else float("nan"),
         "train_s": train_s,
         "first_batch_s": first_batch_s,
+        "prefetched": prefetched,
         "gpu_mem_peak_gb": (torch.cuda.max_memory_allocated(worker.device) / 1e9
                             if worker.device.type == "cuda" else None),
         **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},

@@ -21,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray.data import ExecutionOptions
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
 from adasim_ray.data import ImageSource, describe, fingerprint
+from adasim_ray.errors import first_line
 from adasim_ray.recipe import (
     build_backbone_for,
+    build_model,
     labels_of,
     make_views,
     open_eval_sources,
@@ -242,6 +245,7 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     print(f"[adasim] k-NN memory: {describe(memory)}", flush=True)
     print(f"[adasim] k-NN queries: {describe(queries)}", flush=True)
     backbone, feat_dim = build_backbone_for(cfg, views)
+    check_method(cfg, views, num_images)
     settings = key_settings(cfg, num_images, feat_dim, fingerprint(source))
     faults = fault_spec()
     if resume is not None:
@@ -258,6 +262,19 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     check_staging(4 * 4 * params + shard_bytes // max(cfg.ray.cache_shards, 1))
     write_text(join(plan.run_dir, CONFIG), dump_config(cfg))
     return plan
+
+
+def check_method(cfg: PretrainConfig, views: Any, num_images: int) -> None:
+    """The method built once on the meta device (no memory, no initialisation): a setting
+    it refuses (DINO's warm-up longer than the run, say) is one line now, rather than a
+    Train worker's error that the run retries up to ``ray.max_failures`` times."""
+    try:
+        with torch.device("meta"):
+            build_model(cfg, views, num_images, max(cfg.ray.num_workers, 1))
+    except ValueError as err:
+        raise ConfigError(f"{cfg.method}: {first_line(err)}") from None
+    except (NotImplementedError, RuntimeError):
+        pass  # an op the meta device lacks: the Train workers build it for real
 
 
 def fault_spec() -> str | None:
