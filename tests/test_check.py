@@ -185,3 +185,14 @@ def test_a_shard_over_the_budget_gets_a_recommendation(capsys, tmp_path):
     assert code == 0
     need = report["shards"]["recommended"]
     assert need > 1 and any(f"use --set ray.cache_shards={need}" in line for line in text)
+
+
+def test_the_query_block_is_counted_where_the_cache_lives(capsys, tmp_path):
+    code, _, _, report = _run(capsys, "--data", "digits", "--output", str(tmp_path),
+                              "--set", "batch_size=64")
+    assert code == 0
+    n = report["num_images"]
+    block = report["shards"]["query_block_bytes"]
+    assert block == 64 * min(n, 32768) * 4  # B x rows x float32, on the CPU here
+    state = report["memory"]["per_shard"]["total"]
+    assert report["shards"]["largest_ram_bytes"] == state + block

@@ -37,6 +37,7 @@ from adasim_ray.commands.args import (
 )
 from adasim_ray.config import load_config, validate
 from adasim_ray.data import describe, open_source, sample_images
+from adasim_ray.engine.cache import QUERY_CHUNK_ROWS
 from adasim_ray.errors import ConfigError, DataError, UserError, first_line
 from adasim_ray.recipe import make_views, open_train_source
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG, cluster_yaml_nodes
@@ -44,6 +45,7 @@ from adasim_ray.resources.memory import (
     bootstrap_memory,
     feature_dim,
     human_bytes,
+    query_block_bytes,
     shard_ram_bytes,
 )
 from adasim_ray.resources.placement import (
@@ -177,10 +179,15 @@ def _check_memory(cfg: Any, source: Any, report: dict[str, Any], problems: list[
     n, shards = len(source), cfg.ray.cache_shards
     need = recommended_shards(cfg, n, dim, budget)
     ram = float(shard_ram_bytes(cfg, n, dim))
+    block = query_block_bytes(cfg, n)
+    print(f"[check] query block per shard: {cfg.batch_size} anchors x "
+          f"{min(s['images'], QUERY_CHUNK_ROWS)} cache rows x 4 bytes = {human_bytes(block)} "
+          f"(in {mem['cache_on']}, while a step's query runs)")
     verdict = ("within it" if need <= shards else
                f"over it: use --set ray.cache_shards={need} (or more)")
     print(f"[check] shards: {shards}, the largest {human_bytes(s['total'])} "
-          f"({human_bytes(ram)} of it in RAM); budget {human_bytes(budget)} per shard: "
+          f"({human_bytes(ram)} of RAM in all, its query block included on a CPU); "
+          f"budget {human_bytes(budget)} per shard: "
           f"{verdict}; recommended ray.cache_shards >= {need}")
     gflop = query_gflop_per_step(cfg, n, dim)
     seconds = cpu_query_seconds(cfg, n, dim)
@@ -196,6 +203,7 @@ def _check_memory(cfg: Any, source: Any, report: dict[str, Any], problems: list[
     print(f"[check] cache query per step: {cfg.batch_size} anchors x {s['images']} rows x "
           f"d={dim} = {shown} GFLOP per shard, {where}")
     report["shards"] = {"count": shards, "recommended": need, "budget_bytes": budget,
+                        "query_block_bytes": block,
                         "largest_bytes": s["total"], "largest_ram_bytes": ram,
                         "query_gflop_per_step": gflop, "query_cpu_s_per_step": seconds}
     return ram

@@ -55,6 +55,10 @@ def merge_topk(parts: list[TopK], self_ids: torch.Tensor, k: int) -> TopK:
     return TopK(top_sims, top_ids)
 
 
+#: Cache rows scored at a time by a query: the (B x rows) similarity block it holds.
+QUERY_CHUNK_ROWS = 32768
+
+
 class SimilarityCache:
     """Rows ``[start, stop)`` of the cache Z (N x d), stored L2-normalised.
 
@@ -83,7 +87,7 @@ class SimilarityCache:
         dim: int,
         dtype: str = "float32",
         device: str | torch.device = "cpu",
-        chunk_rows: int = 32768,
+        chunk_rows: int = QUERY_CHUNK_ROWS,
     ) -> None:
         if start < 0 or stop <= start:
             raise ValueError(f"cache shard range [{start}, {stop}) must be non-empty and >= 0")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from adasim_ray.engine.cache import CACHE_DTYPES
+from adasim_ray.engine.cache import CACHE_DTYPES, QUERY_CHUNK_ROWS
 from adasim_ray.engine.shard import shard_ranges
 from adasim_ray.engine.window import SIM_DTYPES
 from adasim_ray.recipe import build_backbone_for
@@ -93,12 +93,21 @@ def bootstrap_memory(cfg: Any, num_images: int, dim: int,
     }
 
 
+def query_block_bytes(cfg: Any, num_images: int) -> int:
+    """Working memory of a shard's query of one global batch: the (B x rows) float32
+    similarity block of ``QUERY_CHUNK_ROWS`` cache rows at a time, where Z lives."""
+    rows = max(hi - lo for lo, hi in shard_ranges(num_images, cfg.ray.cache_shards))
+    return cfg.batch_size * min(rows, QUERY_CHUNK_ROWS) * 4
+
+
 def shard_ram_bytes(cfg: Any, num_images: int, dim: int) -> int:
-    """Bytes of RAM the largest cache shard holds: all of its state, less Z and its written
-    mask when they live on the shard's GPU (``ray.cache_shard_gpus`` > 0)."""
+    """Bytes of RAM the largest cache shard holds: all of its state and its query block,
+    less Z, its written mask and the query block when they live on the shard's GPU
+    (``ray.cache_shard_gpus`` > 0)."""
     s = bootstrap_memory(cfg, num_images, dim)["per_shard"]
-    on_gpu = cfg.ray.cache_shard_gpus > 0
-    return int(s["total"] - (s["cache"] + s["written"] if on_gpu else 0))
+    if cfg.ray.cache_shard_gpus > 0:
+        return int(s["total"] - s["cache"] - s["written"])
+    return int(s["total"] + query_block_bytes(cfg, num_images))
 
 
 def human_bytes(n: float) -> str:
