@@ -93,11 +93,15 @@ def bootstrap_memory(cfg: Any, num_images: int, dim: int,
     }
 
 
+def largest_shard_images(cfg: Any, num_images: int) -> int:
+    """Images of the largest of the ``ray.cache_shards`` shards."""
+    return max(hi - lo for lo, hi in shard_ranges(num_images, cfg.ray.cache_shards))
+
+
 def query_block_bytes(cfg: Any, num_images: int) -> int:
     """Working memory of a shard's query of one global batch: the (B x rows) float32
     similarity block of ``QUERY_CHUNK_ROWS`` cache rows at a time, where Z lives."""
-    rows = max(hi - lo for lo, hi in shard_ranges(num_images, cfg.ray.cache_shards))
-    return cfg.batch_size * min(rows, QUERY_CHUNK_ROWS) * 4
+    return cfg.batch_size * min(largest_shard_images(cfg, num_images), QUERY_CHUNK_ROWS) * 4
 
 
 def shard_ram_bytes(cfg: Any, num_images: int, dim: int) -> int:

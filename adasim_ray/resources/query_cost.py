@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from adasim_ray.engine.shard import shard_ranges
-from adasim_ray.resources.memory import bootstrap_memory
+from adasim_ray.resources.memory import bootstrap_memory, largest_shard_images
 
 #: GFLOP/s per CPU core of the cache query, measured by benchmarks/cache_query.py (above).
 CPU_QUERY_GFLOPS_PER_CORE = 2 * 256 * 1_281_167 * 384 / 3.13 / 2 / 1e9
@@ -27,8 +26,7 @@ SHARD_BUDGET_BYTES = 16e9
 
 def query_gflop_per_step(cfg: Any, num_images: int, dim: int) -> float:
     """GFLOP of the largest shard's query of one global batch."""
-    rows = max(hi - lo for lo, hi in shard_ranges(num_images, cfg.ray.cache_shards))
-    return 2 * cfg.batch_size * rows * dim / 1e9
+    return 2 * cfg.batch_size * largest_shard_images(cfg, num_images) * dim / 1e9
 
 
 def cpu_query_seconds(cfg: Any, num_images: int, dim: int) -> float:

@@ -294,8 +294,8 @@ class NextEpoch:
     """An epoch's stream of pairs, started as soon as its plan is published: a thread takes
     its first batch at once, so that the fetch tasks make the epoch's first views while the
     previous epoch is evaluated and checkpointed (on a GPU node: the CPUs fetch while the
-    GPU evaluates). ``ready_before`` tells whether the first batch was there when the epoch
-    began (``prefetched`` in the epoch's metrics)."""
+    GPU evaluates). Whether the first batch was there when the epoch began is the epoch's
+    ``prefetched`` metric."""
 
     epoch: int
     batches: Iterator[dict[str, torch.Tensor]]
