@@ -17,6 +17,10 @@ pool: Ray Data rebuilds an actor pool at every epoch.)
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -55,6 +59,33 @@ def create_plan_board(run_name: str) -> ray.actor.ActorHandle:
     return board
 
 
+#: Niceness of the thread that makes the views in a fetch process. Where the fetch shares its
+#: cores with a Train worker (a laptop, a CPU node), a fetch task at the training's priority
+#: preempts one of the training step's OpenMP threads and the whole step waits for it; at 19 it
+#: runs in the cores' idle time (the step's serial Python, the waits for data) instead. Where
+#: cores are free (a GPU node) it changes nothing. One thread rather than the process: Ray may
+#: hand the process to another task or actor later, and a niceness cannot be lowered again.
+FETCH_NICENESS = 19
+
+
+def lower_this_threads_priority(niceness: int) -> None:
+    """Raise the calling thread's niceness to ``niceness`` (Linux: a thread's own; elsewhere
+    nothing, since a thread id is not a process id there)."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+    except OSError:  # a container that forbids it: the fetch runs at the process's priority
+        pass
+
+
+def _fetch_thread_setup() -> None:
+    torch.set_num_threads(1)  # torch's thread count is per thread: set it in this one too
+    lower_this_threads_priority(FETCH_NICENESS)
+
+
 def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
     """The anchors of an epoch in training order: a permutation seeded by (seed, epoch)."""
     return np.random.default_rng([seed, epoch, 0xADA]).permutation(num_images)
@@ -78,6 +109,8 @@ class PairFetcher:
         self._epoch = -1
         self._order = np.empty(0, dtype=np.int64)
         self._plan = np.empty(0, dtype=np.int64)
+        self._worker = ThreadPoolExecutor(max_workers=1, initializer=_fetch_thread_setup,
+                                          thread_name_prefix="adasim-fetch")
 
     def _sync_epoch(self) -> None:
         epoch, plan = ray.get(self.board.current.remote())
@@ -93,6 +126,10 @@ class PairFetcher:
             self._epoch = epoch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch's pairs, made in this process's fetch thread (:data:`FETCH_NICENESS`)."""
+        return self._worker.submit(self._pairs, batch).result()
+
+    def _pairs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._sync_epoch()
         positions = self.rank * self.per_rank + batch["data"].astype(np.int64)
         anchors = self._order[positions]
