@@ -50,6 +50,7 @@ from adasim_ray.evaluation.progress import clock
 from adasim_ray.figures.neighbours import GRID_LEGEND, supports_grid
 from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
+from adasim_ray.train.board import plan_board_name
 from adasim_ray.train.cache_actor import ShardedCache
 from adasim_ray.train.checkpoint import (
     STAGING_PREFIX,
@@ -65,7 +66,6 @@ from adasim_ray.train.failures import raise_if_stopped, record_stop, user_error
 from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
-from adasim_ray.train.pipeline import plan_board_name
 from adasim_ray.train.rundir import MetricsLog, split
 from adasim_ray.train.tensorboard import RunBoard
 

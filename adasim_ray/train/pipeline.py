@@ -11,160 +11,51 @@ scheduling: runs are reproducible.
 Fetching by index: Ray Data has no fast random access of its own, so the fetch stage is a
 ``map_batches`` task whose process keeps the image source opened once (MNIST is an in-memory
 array, Parquet a combined in-memory Arrow table, a folder reads files on demand) and takes rows
-by index; decoding and augmentation happen there, off the training loop. (Tasks, not an actor
-pool: Ray Data rebuilds an actor pool at every epoch.)
+by index (:mod:`adasim_ray.train.fetcher`); decoding and augmentation happen there, off the
+training loop. (Tasks, not an actor pool: Ray Data rebuilds an actor pool at every epoch.)
+
+This module imports Ray and numpy only: the datasets it builds are unpickled by processes that
+never fetch (Ray Train's controller, its dataset manager), and a module of torch, torchvision
+and timm cost each of them seconds of CPU at every start (measured on 2 cores: 73 CPU-seconds
+to start a small run, of which ~17 in three such processes). The fetch task imports the fetcher
+when it first runs, and gets the config pickled, as bytes.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
-import torch
+from ray import cloudpickle
 
-from adasim_ray.config import PretrainConfig
-from adasim_ray.recipe import make_views, open_train_source
-
-
-class PlanBoard:
-    """Holds the running epoch's number and its partner plan (an object ref, put once)."""
-
-    def __init__(self) -> None:
-        self.epoch = -1
-        self.plan: list[ray.ObjectRef] = []
-
-    def publish(self, epoch: int, plan: list[ray.ObjectRef]) -> None:
-        self.epoch, self.plan = epoch, plan
-
-    def current(self) -> tuple[int, list[ray.ObjectRef]]:
-        return self.epoch, self.plan
-
-
-def plan_board_name(run_name: str) -> str:
-    return f"adasim-plan-{run_name}"
-
-
-def create_plan_board(run_name: str) -> ray.actor.ActorHandle:
-    board = (
-        ray.remote(PlanBoard)
-        .options(name=plan_board_name(run_name), get_if_exists=True, num_cpus=0, max_restarts=-1)
-        .remote()
-    )
-    ray.get(board.current.remote())
-    return board
-
-
-#: Niceness of the thread that makes the views in a fetch process. Where the fetch shares its
-#: cores with a Train worker (a laptop, a CPU node), a fetch task at the training's priority
-#: preempts one of the training step's OpenMP threads and the whole step waits for it; at 19 it
-#: runs in the cores' idle time (the step's serial Python, the waits for data) instead. Where
-#: cores are free (a GPU node) it changes nothing. One thread rather than the process: Ray may
-#: hand the process to another task or actor later, and a niceness cannot be lowered again.
-FETCH_NICENESS = 19
-
-
-def lower_this_threads_priority(niceness: int) -> None:
-    """Raise the calling thread's niceness to ``niceness`` (Linux: a thread's own; elsewhere
-    nothing, since a thread id is not a process id there)."""
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
-            os.setpriority(os.PRIO_PROCESS, tid, niceness)
-    except OSError:  # a container that forbids it: the fetch runs at the process's priority
-        pass
-
-
-def _fetch_thread_setup() -> None:
-    torch.set_num_threads(1)  # torch's thread count is per thread: set it in this one too
-    lower_this_threads_priority(FETCH_NICENESS)
-
-
-def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
-    """The anchors of an epoch in training order: a permutation seeded by (seed, epoch)."""
-    return np.random.default_rng([seed, epoch, 0xADA]).permutation(num_images)
-
-
-class PairFetcher:
-    """``map_batches`` callable: positions of rank r's share -> anchor and partner views."""
-
-    def __init__(
-        self, cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int
-    ) -> None:
-        # One torch thread: the fetch shares the node's cores with the training step, and an
-        # idle OpenMP team spinning here would slow both (measured on 2 cores: 3x slower).
-        torch.set_num_threads(1)
-        self.cfg = cfg
-        self.source = open_train_source(self.cfg)
-        self.views = make_views(self.cfg, self.source)
-        self.num_images, self.rank, self.world = num_images, rank, world
-        self.per_rank = num_images // world
-        self.board = ray.get_actor(plan_board_name(run_name))
-        self._epoch = -1
-        self._order = np.empty(0, dtype=np.int64)
-        self._plan = np.empty(0, dtype=np.int64)
-        self._worker = ThreadPoolExecutor(max_workers=1, initializer=_fetch_thread_setup,
-                                          thread_name_prefix="adasim-fetch")
-
-    def _sync_epoch(self) -> None:
-        epoch, plan = ray.get(self.board.current.remote())
-        if epoch != self._epoch:
-            if epoch < 0:
-                raise RuntimeError("no partner plan was published before the epoch started")
-            self._plan = np.asarray(ray.get(plan[0]))
-            if self._plan.shape != (self.num_images,):
-                raise RuntimeError(
-                    f"plan of shape {self._plan.shape}, expected N={self.num_images}"
-                )
-            self._order = epoch_order(self.cfg.seed, epoch, self.num_images)
-            self._epoch = epoch
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The batch's pairs, made in this process's fetch thread (:data:`FETCH_NICENESS`)."""
-        return self._worker.submit(self._pairs, batch).result()
-
-    def _pairs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._sync_epoch()
-        positions = self.rank * self.per_rank + batch["data"].astype(np.int64)
-        anchors = self._order[positions]
-        partners = self._plan[anchors]
-        # One generator per batch, seeded by (seed, epoch, first position): batches are fixed
-        # blocks of positions, so the views are reproducible. The views decode each image
-        # once (once for both views where j* = i) and leave as uint8 crops, a quarter of
-        # float32's bytes through the object store; the Train worker normalises them on its
-        # device (GlobalViews.normalize).
-        rng = np.random.default_rng([self.cfg.seed, self._epoch, int(positions[0])])
-        anchor_views, partner_views = self.views.pair_views(self.source, anchors, partners, rng)
-        return {
-            "anchor_id": anchors,
-            "partner_id": partners,
-            "epoch": np.full(len(anchors), self._epoch, dtype=np.int64),
-            "anchor": anchor_views.numpy(),
-            "partner": partner_views.numpy(),
-        }
+if TYPE_CHECKING:
+    from adasim_ray.config import PretrainConfig
+    from adasim_ray.train.fetcher import PairFetcher
 
 
 _FETCHERS: dict[tuple[Any, ...], PairFetcher] = {}
 
 
-def fetch_pairs(batch: dict[str, np.ndarray], launch: str, **kwargs: Any) -> dict[str, np.ndarray]:
+def fetch_pairs(batch: dict[str, np.ndarray], launch: str, config: bytes,
+                **kwargs: Any) -> dict[str, np.ndarray]:
     """Ray Data task body: the process keeps the opened :class:`PairFetcher` of the current
     launch and rank, so the image source is opened once per process, not once per block.
 
     The key holds a per-launch id: a resumed run keeps its name but has new actors.
+    ``config`` is the run's config pickled: opaque bytes to the processes that only pass the
+    dataset on, the config itself (its class made from the method registry of the driver, a
+    method registered there included) here.
     """
     key = (launch, kwargs["rank"], kwargs["world"])
     fetcher = _FETCHERS.get(key)
     if fetcher is None:
+        # Here rather than at the top: see the module's docstring.
+        from adasim_ray.train.fetcher import PairFetcher
+
         if len(_FETCHERS) >= 4:  # a long-lived process serving many runs: forget old ones
             _FETCHERS.clear()
-        fetcher = _FETCHERS[key] = PairFetcher(**kwargs)
+        fetcher = _FETCHERS[key] = PairFetcher(cloudpickle.loads(config), **kwargs)
     return fetcher(batch)
 
 
@@ -193,7 +84,7 @@ def rank_dataset(
         fetch_pairs,
         fn_kwargs={
             "launch": launch,
-            "cfg": cfg,
+            "config": cloudpickle.dumps(cfg),
             "run_name": run_name,
             "num_images": num_images,
             "rank": rank,

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from adasim_ray.train.pipeline import (
+from adasim_ray.train.fetcher import (
     FETCH_NICENESS,
     _fetch_thread_setup,
     lower_this_threads_priority,
