@@ -18,6 +18,7 @@ import torch
 
 from adasim_ray.config import PretrainConfig
 from adasim_ray.recipe import make_views, open_train_source
+from adasim_ray.train.allocator import keep_freed_memory
 from adasim_ray.train.board import plan_board_name
 
 #: Niceness of the thread that makes the views in a fetch process. Where the fetch shares its
@@ -61,6 +62,7 @@ class PairFetcher:
         # One torch thread: the fetch shares the node's cores with the training step, and an
         # idle OpenMP team spinning here would slow both (measured on 2 cores: 3x slower).
         torch.set_num_threads(1)
+        keep_freed_memory()  # the views' buffers, as the Train worker's activations
         self.cfg = cfg
         self.source = open_train_source(self.cfg)
         self.views = make_views(self.cfg, self.source)

@@ -50,6 +50,7 @@ from adasim_ray.evaluation.progress import clock
 from adasim_ray.figures.neighbours import GRID_LEGEND, supports_grid
 from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
+from adasim_ray.train.allocator import keep_freed_memory
 from adasim_ray.train.board import plan_board_name
 from adasim_ray.train.cache_actor import ShardedCache
 from adasim_ray.train.checkpoint import (
@@ -185,6 +186,7 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
     # a thread count that differs between launches changes the float sums (measured: the
     # same run driven in-process or from `launch.py` differed by 3e-7 in the first loss).
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+    keep_freed_memory()  # a step's activations are not paged in anew at every step
     quiet_ray_console()  # the run prints its own progress and per-epoch metrics
 
     source = open_train_source(cfg)
