@@ -13,8 +13,8 @@
    a Ray worker process set up as a Train worker is, and a running Ray, but no pipeline;
    with 3 and 1 it splits the gap between the Ray run and the bare loop into "runs in a Ray
    process" and "shares the cores with the pipeline (fetch tasks, Ray Data, the cache actor)".
-6. Both bare loops of 3 once more with the allocator's thresholds that the Train worker and
-   the fetch set (``train/allocator.py``): ``ray_vs_bare_tuned`` and
+6. Both bare loops of 3 once more with the allocator's settings that the Train worker and
+   the fetch start with (``train/allocator.py``): ``ray_vs_bare_tuned`` and
    ``ray_vs_bare_with_data_tuned`` compare like with like, so they measure Ray alone; the
    ratios of 3 are what a user moving from a plain script sees, the allocator included.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 
@@ -134,8 +135,18 @@ def in_fresh_process(args: argparse.Namespace, make_views_inline: bool = False,
     """:func:`bare_loop` in a process of its own: the allocator's state and thresholds of one
     measurement do not carry into the next (measured: a loop ran up to a third slower in a
     process that had run torch work before, with the allocator as it comes)."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(bare_loop, (args, make_views_inline, plain_allocator))
+    from adasim_ray.train.allocator import TUNABLES
+
+    previous = os.environ.pop("GLIBC_TUNABLES", None)
+    if not plain_allocator:  # as a Ray worker of ours starts (train/run.py)
+        os.environ["GLIBC_TUNABLES"] = TUNABLES
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(bare_loop, (args, make_views_inline, plain_allocator))
+    finally:
+        os.environ.pop("GLIBC_TUNABLES", None)
+        if previous is not None:
+            os.environ["GLIBC_TUNABLES"] = previous
 
 
 def fetch_rate(args: argparse.Namespace) -> float:

@@ -46,6 +46,7 @@ from adasim_ray.resources.placement import (
     shortfall,
 )
 from adasim_ray.resources.storage import check_staging, check_storage
+from adasim_ray.train.allocator import allocator_env
 from adasim_ray.train.board import create_plan_board
 from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.checkpoint import (
@@ -78,6 +79,13 @@ def new_run_name(cfg: PretrainConfig) -> str:
     return f"{cfg.method}-{cfg.adasim.mode}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+def worker_runtime_env() -> dict[str, Any]:
+    """The runtime_env of a driver of ours: :func:`pin_ray_address` in every worker, and the
+    allocator's settings (``train/allocator.py``) in its environment."""
+    env = allocator_env()
+    return {"worker_process_setup_hook": pin_ray_address} | ({"env_vars": env} if env else {})
+
+
 #: Ray Train's polling interval of its worker group (seconds) and the one a local Ray gets.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL_HEALTH_CHECK_S = 0.5
@@ -94,7 +102,7 @@ def start_local_ray(**kwargs: Any) -> None:
     ray.init(
         include_dashboard=True,
         configure_logging=False,
-        runtime_env={"worker_process_setup_hook": pin_ray_address},
+        runtime_env=worker_runtime_env(),
         # Ray kills idle worker processes after 1 s once more are alive than CPUs, so on a
         # small machine the Ray Data fetch processes died between epochs and every epoch
         # paid their start-up (imports, opening the data set) again: measured on 2 cores,
@@ -120,7 +128,7 @@ def init_ray(cfg: PretrainConfig) -> None:
     elif "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
         ray.init(address=address)  # `ray job submit`: the job's runtime_env stands as given
     else:  # a driver of its own on a cluster: its workers get the hook as a local Ray's do
-        ray.init(address=address, runtime_env={"worker_process_setup_hook": pin_ray_address})
+        ray.init(address=address, runtime_env=worker_runtime_env())
 
 
 def check_placeable(cfg: PretrainConfig, *, joined: bool = False) -> None:
