@@ -92,8 +92,9 @@ LOCAL_HEALTH_CHECK_S = 0.5
 
 
 def start_local_ray(**kwargs: Any) -> None:
-    """A local Ray with the dashboard on (Train's placement-group cleanup needs its State API)
-    and :func:`pin_ray_address` in every worker."""
+    """A local Ray with the dashboard on (Train's placement-group cleanup needs its State API),
+    and :func:`worker_runtime_env` (the address pinned, the allocator's settings) in every
+    worker."""
     # Ray Train's controller polls its workers every 2 s, so it saw the end of a run (or a
     # dead worker) seconds late: measured on 2 cores, 5.1-5.5 s from a short run's last epoch
     # to fit's return at 2 s, 1.0-1.3 s at 0.25 s. Every process of a local Ray inherits the
