@@ -22,6 +22,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = "adasim_ray"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 Graph = dict[str, set[str]]
@@ -204,18 +206,31 @@ def test_only_the_command_line_imports_the_command_line():
     )
 
 
-def test_the_parser_loads_no_heavy_library():
-    """``launch.py --help`` and a mistyped option answer at once: building the parser imports
-    neither torch nor Ray nor pyarrow (each sub-command imports its work when it runs)."""
+def heavy_imports(code: str, heavy: set[str]) -> list[str]:
+    """The top-level packages of ``heavy`` that ``code`` leaves imported, in a fresh process."""
     import subprocess
     import sys
 
-    code = ("import sys; from adasim_ray.cli import build_parser; build_parser(); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'torch', 'ray', 'pyarrow', 'timm', 'sklearn'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    probe = (f"import sys\n{code}\n"
+             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT.parent)
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_parser_loads_no_heavy_library():
+    """``launch.py --help`` and a mistyped option answer at once: building the parser imports
+    neither torch nor Ray nor pyarrow (each sub-command imports its work when it runs)."""
+    code = "from adasim_ray.cli import build_parser; build_parser()"
+    assert heavy_imports(code, {"torch", "ray", "pyarrow", "timm", "sklearn"}) == []
+
+
+@pytest.mark.parametrize("module", ["adasim_ray.train.pipeline", "adasim_ray.train.board"])
+def test_the_modules_of_the_plan_board_and_the_datasets_import_no_torch(module):
+    """Ray Train's controller and dataset manager unpickle the run's datasets, and the plan
+    board's actor imports its class's module: none of them needs torch (seconds of CPU per
+    process at every start of a run)."""
+    assert heavy_imports(f"import {module}", {"torch", "torchvision", "timm"}) == []
 
 
 #: The package's layers, lowest first (README, "What is where"): a module imports only from

@@ -1,27 +1,10 @@
-"""What the processes that never train import: Ray Train's controller and dataset manager
-unpickle the run's datasets, and the plan board's actor imports its class's module. None of
-them needs torch (seconds of CPU per process at every start of a run)."""
+"""What the processes that never train get of a run: Ray Train's controller and dataset manager
+unpickle its datasets, whose fetch kwargs hold plain values and the config as bytes (the
+modules themselves import no torch: ``tests/test_import_graph.py``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 from ray import cloudpickle
-
-ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "torchvision", "timm")
-
-
-@pytest.mark.parametrize("module", ["adasim_ray.train.pipeline", "adasim_ray.train.board"])
-def test_the_modules_of_the_plan_board_and_the_datasets_import_no_torch(module):
-    probe = (f"import sys, {module}; "
-             f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_the_fetch_gets_its_config_as_bytes_and_unpickles_it_whole(ray_session):
