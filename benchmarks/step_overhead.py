@@ -20,7 +20,8 @@
 
 Same backbone, batch, data and threads for all. The last line is one JSON object with
 ``adasim_vs_baseline``, ``ray_vs_bare``, ``ray_vs_bare_with_data``, their ``_tuned`` twins,
-``startup_s`` and the raw figures (medians over
+``startup_s``, ``ray_vs_bare_with_data_epoch`` (the Ray rate with each epoch's wait for
+its first batch counted) and the raw figures (medians over
 ``--rounds``, each round alternating Ray and bare). Targets: adasim_vs_baseline >= 0.95,
 ray_vs_bare_with_data >= 0.95 (median of 3 rounds), ray_vs_bare >= 0.9 (which needs cores for
 the pipeline of its own, see the README).
@@ -58,8 +59,9 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float]:
-    """(steady images/s over epochs 2.., start-up seconds before the first step)."""
+def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float, float]:
+    """(steady images/s over epochs 2.., start-up seconds before the first step, images/s
+    over epochs 2.. with each epoch's wait for its first batch counted)."""
     from adasim_ray.config import load_config
     from adasim_ray.train.run import pretrain
     from adasim_ray.train.rundir import MetricsLog
@@ -88,7 +90,8 @@ def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float
     rows = MetricsLog(summary["run_dir"]).read()
     steady = float(np.mean([r["images_per_s"] for r in rows[1:]]))
     train = sum(r["wall_s"] for r in rows)
-    return steady, total - train
+    whole = args.images * len(rows[1:]) / sum(r["train_s"] for r in rows[1:])
+    return steady, total - train, whole
 
 
 def bare_loop(args: argparse.Namespace, make_views_inline: bool = False,
@@ -203,10 +206,11 @@ def main() -> None:
             print(f"--- round {round_ + 1}/{args.rounds}", flush=True)
         start_local_ray(num_cpus=args.cpus)
         with tempfile.TemporaryDirectory() as out:
-            rate, startup = ray_run(args, "none", out)
+            rate, startup, whole = ray_run(args, "none", out)
             record("baseline_images_per_s", rate, "baseline")
+            record("baseline_epoch_images_per_s", whole, "baseline, first-batch waits counted")
             record("startup_s", startup, "start-up", "s")
-            rate, startup = ray_run(args, "adasim", out)
+            rate, startup, _ = ray_run(args, "adasim", out)
             record("adasim_images_per_s", rate, "adasim")
             record("adasim_startup_s", startup, "adasim start-up", "s")
         in_task = ray.remote(num_cpus=args.cpus)(bare_loop)
@@ -226,6 +230,10 @@ def main() -> None:
         for key in ("bare", "bare_with_data"):
             result[f"ray_vs_{key}{suffix}"] = (
                 result["baseline_images_per_s"] / result[f"{key}{suffix}_images_per_s"])
+    # The stricter reading: every epoch's wait for its first batch counted (the bare loop has
+    # no epochs; in a real run the wait overlaps the previous epoch's evaluation).
+    result["ray_vs_bare_with_data_epoch"] = (
+        result["baseline_epoch_images_per_s"] / result["bare_with_data_images_per_s"])
     result["rounds"] = args.rounds
     if args.rounds > 1:  # the spread behind the medians
         for key in ("bare", "bare_with_data", "bare_with_data_tuned"):

@@ -19,6 +19,7 @@ import torch
 from adasim_ray.config import PretrainConfig
 from adasim_ray.recipe import make_views, open_train_source
 from adasim_ray.train.allocator import keep_freed_memory
+from adasim_ray.train.batches import fetch_batches
 from adasim_ray.train.board import plan_board_name
 
 #: Niceness of the thread that makes the views in a fetch process. Where the fetch shares its
@@ -57,7 +58,8 @@ class PairFetcher:
     """``map_batches`` callable: positions of rank r's share -> anchor and partner views."""
 
     def __init__(
-        self, cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int
+        self, cfg: PretrainConfig, run_name: str, num_images: int, rank: int, world: int,
+        batch_size: int,
     ) -> None:
         # One torch thread: the fetch shares the node's cores with the training step, and an
         # idle OpenMP team spinning here would slow both (measured on 2 cores: 3x slower).
@@ -68,6 +70,9 @@ class PairFetcher:
         self.views = make_views(self.cfg, self.source)
         self.num_images, self.rank, self.world = num_images, rank, world
         self.per_rank = num_images // world
+        # Where each fetch batch starts (pipeline.fetch_batches): a block holds several.
+        sizes = [len(b) for b in fetch_batches(self.per_rank, batch_size)]
+        self._batch_starts = np.cumsum([0, *sizes[:-1]])
         self.board = ray.get_actor(plan_board_name(run_name))
         self._epoch = -1
         self._order = np.empty(0, dtype=np.int64)
@@ -88,13 +93,22 @@ class PairFetcher:
             self._order = epoch_order(self.cfg.seed, epoch, self.num_images)
             self._epoch = epoch
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The batch's pairs, made in this process's fetch thread (:data:`FETCH_NICENESS`)."""
-        return self._worker.submit(self._pairs, batch).result()
+    def __call__(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The block's pairs, made in this process's fetch thread (:data:`FETCH_NICENESS`)."""
+        return self._worker.submit(self._block_pairs, block["data"].astype(np.int64)).result()
 
-    def _pairs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _block_pairs(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Each fetch batch of the block on its own (its views seeded by its first position),
+        then all in one block."""
         self._sync_epoch()
-        positions = self.rank * self.per_rank + batch["data"].astype(np.int64)
+        which = np.searchsorted(self._batch_starts, positions, side="right")
+        parts = [self._pairs(p) for p in np.split(positions, np.flatnonzero(np.diff(which)) + 1)]
+        if len(parts) == 1:
+            return parts[0]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _pairs(self, rank_positions: np.ndarray) -> dict[str, np.ndarray]:
+        positions = self.rank * self.per_rank + rank_positions
         anchors = self._order[positions]
         partners = self._plan[anchors]
         # One generator per batch, seeded by (seed, epoch, first position): batches are fixed

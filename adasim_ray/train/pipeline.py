@@ -29,6 +29,8 @@ import numpy as np
 import ray
 from ray import cloudpickle
 
+from adasim_ray.train.batches import fetch_batches
+
 if TYPE_CHECKING:
     from adasim_ray.config import PretrainConfig
     from adasim_ray.train.fetcher import PairFetcher
@@ -59,6 +61,32 @@ def fetch_pairs(batch: dict[str, np.ndarray], launch: str, config: bytes,
     return fetcher(batch)
 
 
+#: A rank's epoch is at least this many Ray Data blocks (when it has as many fetch batches):
+#: the training consumes one while the fetch tasks make the next.
+MIN_BLOCKS = 3
+
+
+def group_batches(batches: list[np.ndarray], batch_bytes: int,
+                  block_mb: float) -> list[np.ndarray]:
+    """The fetch batches as Ray Data blocks: consecutive whole batches, as many per block as
+    fit in ``block_mb`` MiB of views (``batch_bytes`` each; at least one), and at least
+    :data:`MIN_BLOCKS` blocks where there are as many batches.
+
+    Examples:
+        >>> parts = fetch_batches(10, 3)
+        >>> [len(p) for p in parts]
+        [3, 3, 2, 2]
+        >>> [b.tolist() for b in group_batches(parts, batch_bytes=1 << 20, block_mb=2)]
+        [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
+        >>> [len(b) for b in group_batches(parts, batch_bytes=1 << 20, block_mb=0.5)]
+        [3, 3, 2, 2]
+    """
+    fit = int(block_mb * 2**20 // max(batch_bytes, 1))
+    per_block = max(1, min(fit, -(-len(batches) // MIN_BLOCKS)))
+    return [np.concatenate(batches[k:k + per_block])
+            for k in range(0, len(batches), per_block)]
+
+
 def rank_dataset(
     cfg: PretrainConfig,
     run_name: str,
@@ -67,17 +95,22 @@ def rank_dataset(
     world: int,
     batch_size: int,
     launch: str,
+    pair_bytes: int = 0,
 ) -> ray.data.Dataset:
     """Rank ``rank``'s stream of pairs: ``P = N // W`` positions mapped through the fetch tasks.
 
     Tasks rather than an actor pool: Ray Data builds an actor pool anew for every execution,
     i.e. every epoch (seconds each), while task processes and their opened source persist.
+    A block holds whole fetch batches, up to ``ray.fetch_block_mb`` of views
+    (``pair_bytes`` a pair, uint8; 0 = one batch a block): a block costs the pipeline the
+    same whatever its size, and 64 digit pairs are 100 KB.
     """
     per_rank = num_images // world
-    blocks = max(1, -(-per_rank // batch_size))
+    batches = fetch_batches(per_rank, batch_size)
     # In-memory blocks rather than ray.data.range: a read task needs a CPU, and the Train
     # workers may hold all of them (2 workers on 2 CPUs: the read would wait forever).
-    positions = ray.data.from_numpy(np.array_split(np.arange(per_rank, dtype=np.int64), blocks))
+    positions = ray.data.from_numpy(group_batches(
+        batches, batch_size * pair_bytes if pair_bytes else 2**62, cfg.ray.fetch_block_mb))
     # Same seed and config, same batches in the same order: runs are reproducible.
     positions.context.execution_options.preserve_order = True
     return positions.map_batches(
@@ -89,8 +122,9 @@ def rank_dataset(
             "num_images": num_images,
             "rank": rank,
             "world": world,
+            "batch_size": batch_size,
         },
-        batch_size=batch_size,
+        batch_size=None,  # the whole block: its fetch batches are split by the fetcher
         batch_format="numpy",
         compute=ray.data.TaskPoolStrategy(size=cfg.ray.fetch_actors),
         num_cpus=cfg.ray.fetch_cpus,

@@ -381,9 +381,11 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
     data_context.execution_options.preserve_order = True
     world = max(cfg.ray.num_workers, 1)
     launch = uuid.uuid4().hex
+    views = make_views(cfg, plan.source)
+    pair_bytes = 2 * views.channels * views.size**2  # the anchor's and partner's uint8 views
     datasets = {
         f"train_{r}": rank_dataset(cfg, plan.run_name, plan.num_images, r, world,
-                                   cfg.batch_size // world, launch)
+                                   cfg.batch_size // world, launch, pair_bytes)
         for r in range(world)
     }
     return TorchTrainer(
