@@ -104,11 +104,11 @@ class RaySection:
         fetch_cpus: CPUs per fetch actor.
         fetch_block_mb: MiB of views per Ray Data block, at most: small views (28 px digits)
             travel as several fetch batches in one block, since every block costs the
-            pipeline a fixed overhead (measured on 2 cores: one block per batch of 64 pairs
-            ran the demo's training at 374-390 images/s, blocks of 16 batches at 464-472,
-            the same views). A batch larger than this is a block of its own (224 px views
-            always are); a rank's epoch keeps at least 3 blocks, so fetch and training
-            overlap.
+            pipeline a fixed overhead (measured on 2 cores, each epoch's wait for its first
+            batch counted: one block per batch of 64 pairs ran the demo's training at
+            374-390 images/s, blocks of 16 batches at 464-478, the same views). A batch
+            larger than this is a block of its own (224 px views always are); a rank's epoch
+            keeps at least 3 blocks, so fetch and training overlap.
         max_failures: failures survived (a Train worker, a cache shard actor or a node
             lost): each restarts the worker group from the newest checkpoint; 3 by default,
             -1 without bound, 0 to stop at the first. A run that stops on a fault prints one

@@ -70,7 +70,7 @@ class PairFetcher:
         self.views = make_views(self.cfg, self.source)
         self.num_images, self.rank, self.world = num_images, rank, world
         self.per_rank = num_images // world
-        # Where each fetch batch starts (pipeline.fetch_batches): a block holds several.
+        # Where each fetch batch starts (batches.fetch_batches): a block holds several.
         sizes = [len(b) for b in fetch_batches(self.per_rank, batch_size)]
         self._batch_starts = np.cumsum([0, *sizes[:-1]])
         self.board = ray.get_actor(plan_board_name(run_name))
