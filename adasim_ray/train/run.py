@@ -194,6 +194,7 @@ class RunPlan:
     run_name: str
     faults: str | None
     shard_ram: int = 0  # bytes of RAM each cache shard actor reserves (Ray's ``memory``)
+    pair_bytes: int = 0  # bytes of a training pair's two uint8 views (Ray Data's block size)
 
     @property
     def run_dir(self) -> str:
@@ -275,7 +276,9 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
     shard_ram = shard_ram_bytes(cfg, num_images, feat_dim)
-    plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults, shard_ram)
+    pair_bytes = 2 * views.channels * views.size**2  # the anchor's and partner's views
+    plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults, shard_ram,
+                   pair_bytes)
     params = sum(p.numel() for p in backbone.parameters())
     check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
     shard_bytes = bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
@@ -381,11 +384,9 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
     data_context.execution_options.preserve_order = True
     world = max(cfg.ray.num_workers, 1)
     launch = uuid.uuid4().hex
-    views = make_views(cfg, plan.source)
-    pair_bytes = 2 * views.channels * views.size**2  # the anchor's and partner's uint8 views
     datasets = {
         f"train_{r}": rank_dataset(cfg, plan.run_name, plan.num_images, r, world,
-                                   cfg.batch_size // world, launch, pair_bytes)
+                                   cfg.batch_size // world, launch, plan.pair_bytes)
         for r in range(world)
     }
     return TorchTrainer(
