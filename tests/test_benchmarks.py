@@ -84,3 +84,23 @@ def test_parquet_access_quick_runs_every_reader_and_prints_the_keys():
         result["parquet_images_per_s"] >= result["folder_images_per_s"]
         and result["parquet_bytes_per_s"] >= result["folder_bytes_per_s"]
         and result["peak_rss_mb"] < 1024)
+
+
+@pytest.mark.ray
+def test_idle_wakeups_quick_measures_the_four_loops_and_an_idle_actors_wakes(ray_session):
+    """benchmarks/idle_wakeups.py on the test session's Ray: the loop alone, beside sleeping
+    processes, beside Ray, beside idle actors; an idle actor's main thread wakes on Ray's
+    10 ms timer (the benchmark's premise: if Ray stops waking idle workers, this says so)."""
+    spec = importlib.util.spec_from_file_location("idle_wakeups",
+                                                  ROOT / "benchmarks" / "idle_wakeups.py")
+    idle_wakeups = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(idle_wakeups)
+    result = idle_wakeups.run_benchmark(idle_wakeups.parse_args(["--quick"]))
+    json.dumps(result)
+    for key in ("alone", "wakers", "ray_no_actors", "ray_idle_actors"):
+        assert result[f"{key}_images_per_s"] > 0, key
+    assert result["wakers_ratio"] == pytest.approx(
+        result["wakers_images_per_s"] / result["alone_images_per_s"])
+    assert result["idle_actor_main_thread_wakes_per_s"] > 20
+    assert result["idle_actor_wakes_per_s"] >= result["idle_actor_main_thread_wakes_per_s"]
+    assert result["processes"] == 2 and result["rounds"] == 1
