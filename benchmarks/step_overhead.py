@@ -24,7 +24,8 @@ Same backbone, batch, data and threads for all. The last line is one JSON object
 its first batch counted) and the raw figures (medians over
 ``--rounds``, each round alternating Ray and bare). Targets: adasim_vs_baseline >= 0.95,
 ray_vs_bare_with_data >= 0.95 (median of 3 rounds), ray_vs_bare >= 0.9 (which needs cores for
-the pipeline of its own, see the README).
+the pipeline of its own, see the README). On a machine whose cores the step holds, Ray's own
+idle processes set a floor under both Ray-vs-bare ratios: ``idle_wakeups.py`` measures it.
 
     python benchmarks/step_overhead.py [--images 3000] [--epochs 3] [--batch 64] [--rounds 1]
 
