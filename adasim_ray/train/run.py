@@ -89,6 +89,8 @@ def worker_runtime_env() -> dict[str, Any]:
 #: Ray Train's polling interval of its worker group (seconds) and the one a local Ray gets.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL_HEALTH_CHECK_S = 0.5
+#: Ray Train's switch for its preemption watcher, which a local Ray goes without.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def start_local_ray(**kwargs: Any) -> None:
@@ -100,6 +102,12 @@ def start_local_ray(**kwargs: Any) -> None:
     # to fit's return at 2 s, 1.0-1.3 s at 0.25 s. Every process of a local Ray inherits the
     # environment of the one that starts it; one poll costs the controller a remote call.
     os.environ.setdefault(HEALTH_CHECK_ENV, str(LOCAL_HEALTH_CHECK_S))
+    # Ray Train's preemption watcher polls the nodes for a cloud's pre-emption notices, which
+    # a machine's own Ray never gets, and every run printed an error line of Ray's about it
+    # ("... 'PreemptionWatcher' ... has constructor arguments in the object store and
+    # max_restarts > 0"). A local Ray goes without it; a user's own setting stands. (Its
+    # process stays in Ray's pool of idle workers: no process fewer, measured.)
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     ray.init(
         include_dashboard=True,
         configure_logging=False,

@@ -76,6 +76,10 @@ def test_two_worker_ddp_run_bootstraps(ray_session, tmp_path):
     # The k-NN was spread over both ranks (each embedded half of the images): the same
     # figure as one process evaluating the final checkpoint's teacher on all of them.
     assert rows[2]["knn_top1"] == knn_of_checkpoint(run_dir)
+    # A local Ray runs Ray Train without its preemption watcher (run.start_local_ray).
+    from ray.util.state import list_actors
+
+    assert list_actors(filters=[("class_name", "=", "PreemptionWatcher")]) == []
 
 
 def knn_of_checkpoint(run_dir: Path) -> float:
