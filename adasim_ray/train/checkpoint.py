@@ -114,7 +114,7 @@ def load_state_file(uri: str) -> Any:
                             destination_filesystem=pafs.LocalFileSystem())
         except OSError as err:
             raise CheckpointError(f"{uri}: cannot read ({err})") from None
-        return _load(Path(tmp), "state.pt")
+        return _load(Path(tmp), "state.pt", shown=uri)
 
 
 def write_checkpoint(
@@ -204,7 +204,10 @@ def read_checkpoint(
                                 destination_filesystem=pafs.LocalFileSystem())
             except OSError as err:
                 raise CheckpointError(f"{directory}: cannot read {name} ({err})") from None
-        return meta, _load(Path(tmp), MODEL), [_load(Path(tmp), name) for name in names[1:]]
+        # Errors name the checkpoint's files where the user put them, not the copy.
+        model, *states = [_load(Path(tmp), name, shown=join(str(directory), name))
+                          for name in names]
+        return meta, model, states
 
 
 def shard_uris(meta: dict[str, Any], run_dir: str) -> list[str]:
@@ -236,23 +239,25 @@ def prune_shard_files(run_dir: str, keep: str | None = None) -> None:
         fs.delete_dir(path)
 
 
-def _load(directory: Path, name: str) -> Any:
+def _load(directory: Path, name: str, shown: str | None = None) -> Any:
     """One checkpoint file, unpickled with ``weights_only=True``: tensors, numbers, strings
     and containers of them, nothing that runs code. A file that needs more (a pickle that
     would import and call something) is refused in one line: whoever can write to the runs'
-    storage must not be able to run code on every node that resumes from it."""
+    storage must not be able to run code on every node that resumes from it. Errors name
+    ``shown`` (the file's URI, for a local copy of a remote one), else the file's path."""
+    where = shown or str(directory / name)
     try:
         return torch.load(directory / name, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"it would call {found.group(1)}" if found else "not only tensors and numbers"
         raise CheckpointError(
-            f"{directory / name}: refused to load: {what}; a checkpoint of this project holds "
+            f"{where}: refused to load: {what}; a checkpoint of this project holds "
             "weights only, so this file was written by something else"
         ) from None
     except (OSError, RuntimeError, EOFError) as err:
         raise CheckpointError(
-            f"{directory}: {name} does not load ({' '.join(str(err).split())[:200]})"
+            f"{where}: does not load ({' '.join(str(err).split())[:200]})"
         ) from None
 
 

@@ -53,3 +53,21 @@ def test_a_checkpoint_whose_pickle_would_run_code_is_refused_in_one_line(tmp_pat
         read_checkpoint(tmp_path / "ck")
     assert "model.pt" in str(refused.value) and "\n" not in str(refused.value)
     assert not marker.exists()  # nothing ran
+
+
+def test_a_refused_file_on_object_storage_is_named_by_its_uri(tmp_path, s3_server):
+    """A checkpoint read from S3 goes through a local temporary copy; the one-line error
+    names the file where it is (its URI), not the copy, which is gone by then."""
+    marker = tmp_path / "ran"
+    local = tmp_path / "ck"
+    local.mkdir()
+    write_checkpoint(local, model_state={"w": torch.ones(2), "x": _RunsCode(marker)},
+                     shard_states=[], meta={"epoch": 1, "settings": {"cache_shards": 0}})
+    bucket = s3_server.bucket()
+    s3_server.upload(local, f"{bucket}/run/checkpoint_000000")
+    uri = s3_server.uri(f"{bucket}/run/checkpoint_000000")
+    with pytest.raises(CheckpointError, match="refused to load: it would call") as refused:
+        read_checkpoint(uri)
+    assert str(refused.value).startswith(f"{uri}/model.pt: ")
+    assert "adasim-restore-" not in str(refused.value)
+    assert not marker.exists()
