@@ -45,9 +45,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_overhead, when imported
+from step_overhead import Rounds, in_fresh_process  # noqa: E402
 
 #: Period of Ray's signal check on every worker process's main thread (core worker, 10 ms).
 WAKE_PERIOD_S = 0.010
@@ -103,12 +102,6 @@ def wakes_per_s(pid: int, seconds: float) -> tuple[float, float] | None:
     return (after[0] - before[0]) / dt, (after[1] - before[1]) / dt
 
 
-def loop_rate(args: argparse.Namespace) -> float:
-    from step_overhead import in_fresh_process
-
-    return in_fresh_process(args)
-
-
 def beside_sleepers(args: argparse.Namespace) -> float:
     """The loop's rate beside processes that only wake every :data:`WAKE_PERIOD_S`, as an
     idle Ray worker's main thread does."""
@@ -116,7 +109,7 @@ def beside_sleepers(args: argparse.Namespace) -> float:
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(args.processes)]
     try:
         time.sleep(1.0)  # past their start-up
-        return loop_rate(args)
+        return in_fresh_process(args)
     finally:
         for proc in procs:
             proc.kill()
@@ -144,12 +137,12 @@ def beside_idle_actors(args: argparse.Namespace
 
     actors = []
     try:
-        bare_ray = loop_rate(args)
+        bare_ray = in_fresh_process(args)
         actors = [Idle.remote() for _ in range(args.processes)]
         pids = ray.get([actor.pid.remote() for actor in actors])
         time.sleep(1.0)  # past their start-up
         wakes = wakes_per_s(pids[0], args.sample_seconds)
-        return bare_ray, loop_rate(args), wakes
+        return bare_ray, in_fresh_process(args), wakes
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -158,16 +151,10 @@ def beside_idle_actors(args: argparse.Namespace
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, object]:
-    runs: dict[str, list[float]] = {}
-
-    def record(key: str, value: float, label: str, unit: str = "img/s") -> None:
-        runs.setdefault(key, []).append(value)
-        print(f"[{label}] {value:.1f} {unit}", flush=True)
-
-    for round_ in range(args.rounds):
-        if args.rounds > 1:
-            print(f"--- round {round_ + 1}/{args.rounds}", flush=True)
-        record("alone_images_per_s", loop_rate(args), "alone")
+    rounds = Rounds(args.rounds)
+    record = rounds.record
+    for _ in rounds:
+        record("alone_images_per_s", in_fresh_process(args), "alone")
         record("wakers_images_per_s", beside_sleepers(args),
                f"beside {args.processes} processes waking every 10 ms")
         bare_ray, rate, wakes = beside_idle_actors(args)
@@ -179,7 +166,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, object]:
             record("idle_actor_main_thread_wakes_per_s", wakes[1],
                    "its main thread wakes", "/s")
 
-    result: dict[str, object] = {key: float(np.median(v)) for key, v in runs.items()}
+    result = rounds.medians()
     for key in ("wakers", "ray_no_actors", "ray_idle_actors"):
         result[f"{key}_ratio"] = (result[f"{key}_images_per_s"]
                                   / result["alone_images_per_s"])

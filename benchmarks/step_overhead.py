@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -174,6 +175,29 @@ def fetch_rate(args: argparse.Namespace) -> float:
     return n / (time.perf_counter() - t0)
 
 
+class Rounds:
+    """The figures of a benchmark repeated over rounds: each printed as it is measured, kept
+    per key in round order (``runs``), and reported as medians."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.runs: dict[str, list[float]] = {}
+
+    def __iter__(self) -> Iterator[int]:
+        """The rounds, each announced when there are several."""
+        for round_ in range(self.count):
+            if self.count > 1:
+                print(f"--- round {round_ + 1}/{self.count}", flush=True)
+            yield round_
+
+    def record(self, key: str, value: float, label: str, unit: str = "img/s") -> None:
+        self.runs.setdefault(key, []).append(value)
+        print(f"[{label}] {value:.1f} {unit}", flush=True)
+
+    def medians(self) -> dict[str, object]:
+        return {key: float(np.median(values)) for key, values in self.runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="mnist")
@@ -196,15 +220,9 @@ def main() -> None:
 
     from adasim_ray.train.run import start_local_ray
 
-    runs: dict[str, list[float]] = {}
-
-    def record(key: str, value: float, label: str, unit: str = "img/s") -> None:
-        runs.setdefault(key, []).append(value)
-        print(f"[{label}] {value:.1f} {unit}", flush=True)
-
-    for round_ in range(args.rounds):
-        if args.rounds > 1:
-            print(f"--- round {round_ + 1}/{args.rounds}", flush=True)
+    rounds = Rounds(args.rounds)
+    record = rounds.record
+    for _ in rounds:
         start_local_ray(num_cpus=args.cpus)
         with tempfile.TemporaryDirectory() as out:
             rate, startup, whole = ray_run(args, "none", out)
@@ -225,7 +243,7 @@ def main() -> None:
                    f"bare + data{label}")
         record("fetch_pairs_per_s", fetch_rate(args), "fetch", "pairs/s")
 
-    result: dict[str, object] = {key: float(np.median(values)) for key, values in runs.items()}
+    result = rounds.medians()
     result["adasim_vs_baseline"] = result["adasim_images_per_s"] / result["baseline_images_per_s"]
     for suffix in ("", "_tuned"):
         for key in ("bare", "bare_with_data"):
@@ -240,7 +258,8 @@ def main() -> None:
         for key in ("bare", "bare_with_data", "bare_with_data_tuned"):
             result[f"ray_vs_{key}_by_round"] = [
                 ray_rate / bare for ray_rate, bare in zip(
-                    runs["baseline_images_per_s"], runs[f"{key}_images_per_s"], strict=True)
+                    rounds.runs["baseline_images_per_s"], rounds.runs[f"{key}_images_per_s"],
+                    strict=True)
             ]
     print(json.dumps(result))
 
