@@ -1,8 +1,9 @@
-"""Every command of the README's operator section ("Operating a cloud cluster") is checked: the
-`launch.py` sub-commands and flags exist (argparse) and the configs they name validate; the
-`ray` commands and options exist (Ray's own click CLI), the cluster YAMLs they name pass Ray's
-offline checks, and the entry point of `ray job submit` is checked in turn. Commands that need
-a cloud are validated, not run."""
+"""Every command of the operator guide (docs/cluster.md, "Operating a cloud cluster") is
+checked: the `launch.py` sub-commands and flags exist (argparse) and the configs they name
+validate; the `ray` commands and options exist (Ray's own click CLI), the cluster YAMLs they
+name pass Ray's offline checks, and the entry point of `ray job submit` is checked in turn.
+Commands that need a cloud are validated, not run. The README's own commands go through the
+same checks (`make` targets and scripts: that they exist)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,28 @@ from adasim_ray.config import load_config
 from adasim_ray.resources.cluster_yaml import validate_cluster_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## Operating a cloud cluster"
+GUIDE = ROOT / "docs" / "cluster.md"
+TITLE = "# Operating a cloud cluster"
 # Sub-commands announced in the guide while they are being built; checked once registered.
 PENDING_SUBCOMMANDS = {"sweep"}
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 
 
+def code_blocks(text: str) -> list[list[str]]:
+    """The lines of each code block, but those marked ```text (what a command prints)."""
+    blocks = re.findall(r"^```([^\n]*)\n(.*?)^```", text, re.S | re.M)
+    return [[line.strip() for line in block.splitlines() if line.strip()]
+            for info, block in blocks if info.strip() != "text"]
+
+
 def operator_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    assert SECTION in text, "the README has no operator section"
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", section, re.S | re.M)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    text = GUIDE.read_text()
+    assert text.startswith(TITLE), f"{GUIDE.relative_to(ROOT)} is not the operator guide"
+    return [line for block in code_blocks(text) for line in block]
+
+
+def readme_commands() -> list[str]:
+    return [line for block in code_blocks((ROOT / "README.md").read_text()) for line in block]
 
 
 def _launch_subcommands() -> dict[str, object]:
@@ -98,6 +109,9 @@ def check_command(tokens: list[str]) -> None:
         check_launch(args)
     elif program == "ray":
         check_ray(args)
+    elif program == "make":
+        targets = re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), re.M)
+        assert args and all(a in targets for a in args), f"the Makefile has no target {args}"
     elif program == "tensorboard":
         assert importlib.util.find_spec("tensorboard") is not None and "--logdir" in args
     else:
@@ -132,6 +146,16 @@ def test_operator_command_is_valid(command):
     check_command(shlex.split(command, comments=True))
 
 
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_is_valid(command):
+    check_command(shlex.split(command, comments=True))
+
+
+def test_the_readme_starts_with_the_two_commands():
+    first = code_blocks((ROOT / "README.md").read_text())[0]
+    assert first == ["make demo", "make test"]
+
+
 def test_the_checks_reject_what_does_not_exist():
     with pytest.raises(pytest.fail.Exception):
         check_command(["python", "launch.py", "pretrain", "--no-such-flag"])
@@ -139,5 +163,7 @@ def test_the_checks_reject_what_does_not_exist():
         check_command(["ray", "up", "cluster.yaml", "--no-such-option"])
     with pytest.raises(AssertionError):
         check_command(["ray", "job", "sumbit", "--", "python", "launch.py", "pretrain"])
+    with pytest.raises(AssertionError):
+        check_command(["make", "no-such-target"])
     with pytest.raises(Exception, match="config file not found"):
         check_command(["python", "launch.py", "pretrain", "--config", "experiments/nope.yaml"])
