@@ -1,5 +1,5 @@
-"""Bad input: each row of the README's "Bad input" table gives one line naming the problem on
-stderr and exit code 2, before any Ray work, and leaves what was there untouched."""
+"""Bad input: each row of the "Bad input" table (docs/design.md, Faults) gives one line naming
+the problem on stderr and exit code 2, before any Ray work, and leaves what was there untouched."""
 
 from __future__ import annotations
 
