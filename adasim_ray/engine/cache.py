@@ -14,6 +14,8 @@ outrank every negative similarity during the first epoch).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +60,83 @@ def merge_topk(parts: list[TopK], self_ids: torch.Tensor, k: int) -> TopK:
 #: Cache rows scored at a time by a query: the (B x rows) similarity block it holds.
 QUERY_CHUNK_ROWS = 32768
 
+#: How a cache on a GPU multiplies half-precision rows (both ways give float32 similarities of
+#: the same rounded inputs, so both equal the CPU's up to summation order):
+#: ``"mixed"``: half inputs, float32 output (cuBLAS, tensor cores; ``torch.mm``'s ``out_dtype``,
+#: torch >= 2.8; ``"upcast"`` where that is missing); ``"upcast"``: each block of rows turned to
+#: float32 and multiplied in IEEE float32. ``benchmarks/gpu_check.py`` (phases ``engine`` and
+#: ``query``) times both and compares each with the CPU.
+CUDA_MATMULS = ("mixed", "upcast")
+DEFAULT_CUDA_MATMUL = "mixed"
+
+
+def mixed_matmul_available() -> bool:
+    """Whether this torch has the half x half -> float32 product (``aten::mm.dtype``)."""
+    return "dtype" in torch.ops.aten.mm.overloads()
+
+
+@contextlib.contextmanager
+def ieee_fp32_matmul() -> Iterator[None]:
+    """CUDA float32 matrix products in full IEEE float32 inside, whatever the TF32 (or bfloat16)
+    setting outside: ``torch.backends.cuda.matmul.allow_tf32``, its ``fp32_precision`` or
+    ``torch.set_float32_matmul_precision``. The setting is restored on the way out.
+
+    TF32 keeps 10 mantissa bits, "medium" precision 7: either would round a float32 cache's
+    rows, or a float16 cache's rows to bfloat16, before the product, and a GPU's partners would
+    then differ from a CPU's. cuBLAS reads the setting when a product is launched, so setting
+    it around the launch suffices. It is process-wide: a thread that multiplies meanwhile runs
+    in IEEE float32 too (slower, never less exact).
+    """
+    # Since torch 2.9 there are two APIs (the legacy precision and the new per-backend
+    # `fp32_precision`), and a CUDA product refuses to run while they disagree: the legacy
+    # setter sets both in agreement, so it is the one used inside; the new values are put back
+    # after the legacy one. A legacy value that cannot be read (the two APIs disagreed before)
+    # stays "highest", which agrees with whatever the new API says for other backends.
+    backends = [(torch.backends.cuda.matmul, "fp32_precision")]
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    if mkldnn is not None and hasattr(mkldnn, "matmul"):
+        backends.append((mkldnn.matmul, "fp32_precision"))
+    saved_new = [(obj, getattr(obj, name)) for obj, name in backends if hasattr(obj, name)]
+    try:
+        saved_legacy: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        saved_legacy = None
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if saved_legacy is not None:
+            torch.set_float32_matmul_precision(saved_legacy)
+        for obj, value in saved_new:
+            obj.fp32_precision = value
+
+
+def similarities(q: torch.Tensor, rows: torch.Tensor, cuda_matmul: str = DEFAULT_CUDA_MATMUL
+                 ) -> torch.Tensor:
+    """(B, C) float32 cosine similarities q @ rows^T of queries and rows both in the cache's
+    storage dtype (Eq. 4 for one block of rows).
+
+    Both devices multiply the same rounded values and return float32: a product of two half
+    (or bfloat16) values is exact in float32, so the CPU and a GPU differ only in summation
+    order (a few 1e-7 at d = 384), never by the 5e-4 steps of a float16 result. A CPU has no
+    fast half product: it multiplies in float32.
+
+    Examples:
+        >>> q = torch.tensor([[0.6, 0.8]], dtype=torch.float16)
+        >>> similarities(q, q).dtype
+        torch.float32
+    """
+    if q.dtype != rows.dtype:
+        raise ValueError(f"query dtype {q.dtype} differs from the rows' {rows.dtype}")
+    if cuda_matmul not in CUDA_MATMULS:
+        raise ValueError(f"cuda_matmul must be one of {CUDA_MATMULS}, got {cuda_matmul!r}")
+    if rows.device.type != "cuda":
+        return q.float() @ rows.float().T
+    with ieee_fp32_matmul():
+        if rows.dtype != torch.float32 and cuda_matmul == "mixed" and mixed_matmul_available():
+            return torch.mm(q, rows.T, out_dtype=torch.float32)
+        return q.float() @ rows.float().T
+
 
 class SimilarityCache:
     """Rows ``[start, stop)`` of the cache Z (N x d), stored L2-normalised.
@@ -66,11 +145,14 @@ class SimilarityCache:
         start: first global image id owned by this shard.
         stop: one past the last owned id.
         dim: feature dimension d.
-        dtype: storage dtype, ``"float32"``, ``"float16"`` or ``"bfloat16"``. Queries are computed
-            in float32 on CPUs (no fast half-precision matmul there) and in the storage dtype
-            on GPUs.
+        dtype: storage dtype, ``"float32"``, ``"float16"`` or ``"bfloat16"``. A query is rounded
+            to it as the rows are, and its similarities come out in float32 on every device
+            (see :func:`similarities`), so a GPU finds the CPU's neighbours.
         device: where the rows live.
         chunk_rows: rows multiplied at a time, which bounds the (B x chunk) similarity block.
+
+    Attributes:
+        cuda_matmul: how a GPU multiplies half rows (``CUDA_MATMULS``); the CPU ignores it.
 
     Examples:
         >>> cache = SimilarityCache(0, 4, dim=2)
@@ -101,6 +183,7 @@ class SimilarityCache:
         self.dtype_name = dtype
         self.device = torch.device(device)
         self.chunk_rows = chunk_rows
+        self.cuda_matmul = DEFAULT_CUDA_MATMUL
         self.rows = torch.zeros(stop - start, dim, dtype=CACHE_DTYPES[dtype], device=self.device)
         self.written = torch.zeros(stop - start, dtype=torch.bool, device=self.device)
         self._all_written = False
@@ -135,18 +218,29 @@ class SimilarityCache:
         if k < 1:
             raise ValueError(f"k (topk) must be >= 1, got {k}")
         self._check_batch(feats, self_ids)
-        q = F.normalize(feats.to(device=self.device, dtype=torch.float32), dim=1)
+        q = self.as_rows(feats)
         self_ids = self_ids.to(device=self.device, dtype=torch.int64)
-        compute_dtype = torch.float32 if self.device.type == "cpu" else self.rows.dtype
-        q = q.to(compute_dtype)
         parts: list[TopK] = []
         for lo in range(0, self.size, self.chunk_rows):
             hi = min(lo + self.chunk_rows, self.size)
-            sims = (q @ self.rows[lo:hi].to(compute_dtype).T).float()
+            sims = similarities(q, self.rows[lo:hi], self.cuda_matmul)
             if not self._all_written:
                 sims.masked_fill_(~self.written[lo:hi], float("-inf"))
             parts.append(self._chunk_topk(sims, lo, self_ids, k))
         return parts[0] if len(parts) == 1 else merge_topk(parts, self_ids, k)
+
+    def as_rows(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features as the cache holds them, and as a query meets them: L2-normalised, then
+        rounded to the storage dtype, on the cache's device.
+
+        The norm is taken in float64: a float32 norm differs between a CPU and a GPU in its
+        last bit (another summation order), and an element next to a float16 rounding boundary
+        then rounds the other way (emulated with two summation orders at d = 384: a quarter of
+        the rows' norms differed, 3.5 elements in 10^5 rounded apart); in float64 such a
+        difference lies far below the float16 step, so both devices hold the same rows.
+        """
+        unit = F.normalize(feats.to(device=self.device, dtype=torch.float64), dim=1)
+        return unit.to(self.rows.dtype)
 
     def _chunk_topk(self, sims: torch.Tensor, lo: int, self_ids: torch.Tensor, k: int) -> TopK:
         """Top-K of one (B, C) block in the engine's order (exact under ties)."""
@@ -170,8 +264,7 @@ class SimilarityCache:
         if not mine.any():
             return
         local = ids[mine] - self.start
-        rows = F.normalize(feats.to(device=self.device, dtype=torch.float32)[mine], dim=1)
-        self.rows[local] = rows.to(self.rows.dtype)
+        self.rows[local] = self.as_rows(feats.to(self.device)[mine])
         self.written[local] = True
         if not self._all_written:
             self._all_written = bool(self.written.all())

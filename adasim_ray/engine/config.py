@@ -37,8 +37,8 @@ class BootstrapConfig:
             (ablation), 50 (long runs), 1 (the 100-epoch runs of Table 2).
         topk: K, support size per epoch (Section 3.4) and of the final support. Paper: 3
             (ablation), 10 (Table 2).
-        cache_dtype: storage of the cache Z (float16 halves its memory; queries compute in
-            float32 on CPUs).
+        cache_dtype: storage of the cache Z (float16 halves its memory). A query is rounded
+            to it too, and its similarities come out in float32 on CPUs and GPUs alike.
         sim_dtype: storage of the window's similarities.
         oracle_p: ``oracle`` only: probability of a standard pair (j* = i) at the last epoch;
             it falls linearly from 1 at the first epoch. In [0, 1]; Table 1: 0 and 0.5 (0.5
