@@ -28,6 +28,7 @@ from typing import Any
 from adasim_ray.commands.args import add_config_and_data, add_set_argument
 from adasim_ray.data.layout import ROWS_PER_GROUP
 from adasim_ray.errors import AdasimError, RunStoppedError, UserError
+from adasim_ray.methods.roles import ENCODER_ROLES, EVALUATED
 from adasim_ray.presets import default_config_path
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG
 
@@ -208,9 +209,10 @@ def _add_export(sub: Any) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
     p.add_argument("--output", required=True, metavar="DIR", help="where to write the two files")
-    p.add_argument("--which", choices=("teacher", "student"), default="teacher",
-                   help="the teacher's backbone (default, as DINO evaluates) or the student's; "
-                   "SimSiam has one backbone")
+    p.add_argument("--which", choices=ENCODER_ROLES, default=EVALUATED,
+                   help=f"the backbone to export: {EVALUATED} (default: the one evaluated, a "
+                   "momentum encoder's EMA) or the one trained by gradient; a method with one "
+                   "backbone gives it for both")
     p.set_defaults(handler="adasim_ray.commands.export:cmd_export")
 
 

@@ -31,20 +31,18 @@ from adasim_ray.errors import UserError
 
 WEIGHTS = "backbone.safetensors"
 CONFIG_JSON = "config.json"
-WHICH = ("teacher", "student")
-
-
 def backbone_of(model: nn.Module, which: str) -> nn.Module:
-    """The ``teacher`` backbone (the one DINO evaluates: ``eval_backbone()``) or the
-    ``student``'s of a method; a method without a teacher (SimSiam) has one backbone, which
-    both names give."""
-    if which not in WHICH:
-        raise UserError(f"--which: must be one of {list(WHICH)}, got {which!r}")
-    if which == "student":
-        student = getattr(model, "student", None)
-        if student is not None:
-            return student.backbone
-    return model.eval_backbone()
+    """The backbone of role ``which`` (``teacher``, the one evaluated, or ``student``) of a
+    method, as the method declares them (``encoders()``; a method with one backbone gives it
+    for both).
+
+    Raises:
+        UserError: a role the method does not have, naming those it has.
+    """
+    try:
+        return model.encoder(which)
+    except ValueError as err:
+        raise UserError(f"--which: {err}") from None
 
 
 def write_export(backbone: nn.Module, out_dir: str | Path, meta: dict[str, Any]) -> Path:

@@ -30,15 +30,18 @@ def open_train_source(cfg: PretrainConfig) -> ImageSource:
 
 
 def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
-    """(k-NN memory, test queries): ``eval_data`` (default: ``data``) train and test splits,
-    each a stratified sample of ``eval.max_train`` / ``eval.max_test`` images when set."""
-    spec = cfg.eval_data or cfg.data
-    train = open_source(spec, "train", skip_corrupt=cfg.skip_corrupt,
-                        cache_mb=cfg.parquet_cache_mb)
-    test = open_source(spec, "test", skip_corrupt=cfg.skip_corrupt,
-                       cache_mb=cfg.parquet_cache_mb)
-    return (sample_images(train, cfg.eval.max_train, cfg.subset_seed, setting="eval.max_train"),
-            sample_images(test, cfg.eval.max_test, cfg.subset_seed, setting="eval.max_test"))
+    """(k-NN memory, test queries): the train and test splits of :func:`open_eval_source`."""
+    return open_eval_source(cfg, "train"), open_eval_source(cfg, "test")
+
+
+def open_eval_source(cfg: PretrainConfig, split: str) -> ImageSource:
+    """Split ``split`` (``train``: the k-NN memory, ``test``: its queries) of ``eval_data``
+    (default: ``data``), a stratified sample of ``eval.max_train`` / ``eval.max_test`` images
+    when set."""
+    limit = {"train": cfg.eval.max_train, "test": cfg.eval.max_test}[split]
+    source = open_source(cfg.eval_data or cfg.data, split, skip_corrupt=cfg.skip_corrupt,
+                         cache_mb=cfg.parquet_cache_mb)
+    return sample_images(source, limit, cfg.subset_seed, setting=f"eval.max_{split}")
 
 
 def make_views(cfg: PretrainConfig, source: ImageSource) -> GlobalViews:

@@ -48,8 +48,8 @@ def run_one(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
     """One pretraining run of the demo config with ``sets``; its metrics rows and summary."""
     from adasim_ray.config import load_config
     from adasim_ray.presets import default_config_path
+    from adasim_ray.rundir.metrics import MetricsLog
     from adasim_ray.train.run import pretrain
-    from adasim_ray.train.rundir import MetricsLog
 
     out = Path(args.runs or Path(args.output) / "runs")
     done = out / name / "summary.json"

@@ -65,8 +65,8 @@ def ray_run(args: argparse.Namespace, mode: str, out: str) -> tuple[float, float
     """(steady images/s over epochs 2.., start-up seconds before the first step, images/s
     over epochs 2.. with each epoch's wait for its first batch counted)."""
     from adasim_ray.config import load_config
+    from adasim_ray.rundir.metrics import MetricsLog
     from adasim_ray.train.run import pretrain
-    from adasim_ray.train.rundir import MetricsLog
 
     cfg = load_config(
         None,

@@ -17,7 +17,7 @@ from adasim_ray.cli import main
 from adasim_ray.config import load_config
 from adasim_ray.data import fingerprint
 from adasim_ray.recipe import open_train_source
-from adasim_ray.train.checkpoint import MODEL, key_settings, write_checkpoint
+from adasim_ray.rundir.checkpoint import MODEL, key_settings, write_checkpoint
 
 DIGITS = ["--data", "digits", "--set", "limit_images=300", "--set", "batch_size=32"]
 
@@ -100,7 +100,7 @@ ROWS = [
                                                   "limit_images=40", "--set",
                                                   "batch_size=64"], ["batch_size"]),
     ("unknown backbone", lambda r: [*DIGITS, "--set", "backbone=resnet9000"], ["resnet9000"]),
-    ("unknown method", lambda r: [*DIGITS, "--set", "method=byol"], ["method"]),
+    ("unknown method", lambda r: [*DIGITS, "--set", "method=swav"], ["method", "swav"]),
     ("a method setting it refuses (warm-up longer than the run)",
      lambda r: [*DIGITS, "--set", "dino.warmup_epochs=50"], ["dino", "warmup_epochs"]),
     ("missing config file", lambda r: ["--config", str(r / "nope.yaml")], ["nope.yaml"]),

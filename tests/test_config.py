@@ -28,7 +28,7 @@ def test_default_config_validates_and_round_trips(tmp_path):
         ("adasim.mode=knn", "adasim.mode"),
         ("adasim.tua=0.1", "unknown config key"),
         ("epochs=ten", "epochs: expected an integer"),
-        ("method=byol", "method"),
+        ("method=swav", "method"),
         ("backbone=not_a_model", "backbone"),
         ("ray.cache_shards=0", "ray.cache_shards"),
         ("data=hdfs:/x", "data"),
@@ -117,3 +117,11 @@ def test_gpus_per_worker_is_a_fraction_or_whole_gpus(value):
         load_config(None, [f"ray.gpus_per_worker={value}"])
     assert load_config(None, ["ray.gpus_per_worker=0.5"]).ray.gpus_per_worker == 0.5
     assert load_config(None, ["ray.gpus_per_worker=2"]).ray.gpus_per_worker == 2.0
+
+
+def test_a_number_in_exponent_notation_is_a_number():
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string; the config takes it as the number."""
+    cfg = load_config(None, ["dino.weight_decay=1e-5", "dino.base_lr=5E-4"])
+    assert cfg.dino.weight_decay == 1e-5 and cfg.dino.base_lr == 5e-4
+    with pytest.raises(ConfigError, match="dino.weight_decay: expected a number, got 'e-5'"):
+        load_config(None, ["dino.weight_decay=e-5"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from adasim_ray import cli, configfile, data, errors
-from adasim_ray.train import checkpoint
+from adasim_ray.rundir import checkpoint
 
 
 @pytest.mark.parametrize(

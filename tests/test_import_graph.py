@@ -237,8 +237,9 @@ def test_the_modules_of_the_plan_board_and_the_datasets_import_no_torch(module):
 #: its own layer or lower ones. A new top-level module or package must be placed here.
 LAYERS = (
     "errors", "engine", "methods", "data", "backbones", "export", "augmentations", "evaluation",
-    "configfile", "config", "presets", "recipe", "resources", "figures", "train", "sweep", "audit",
-    "visualize", "commands", "cli",
+    "configfile", "config", "presets", "recipe", "resources", "preflight", "figures", "rundir",
+    "train", "sweep",
+    "audit", "visualize", "commands", "cli",
 )
 
 
@@ -259,3 +260,21 @@ def test_layers_only_import_downward():
         if dep != PACKAGE and _layer(dep) > _layer(name)
     )
     assert not upward, "imports going up a layer:\n" + "\n".join(upward)
+
+
+def _train_modules_imported_by(prefix: str) -> dict[str, set[str]]:
+    graph = import_graph()
+    return {name: {d for d in deps if d.startswith(f"{PACKAGE}.train")}
+            for name, deps in graph.items()
+            if name == prefix or name.startswith(f"{prefix}.")}
+
+
+def test_readers_of_runs_import_the_run_directory_not_the_train_layer():
+    """``audit/`` and ``visualize/`` read runs through ``rundir/`` alone; ``sweep/`` starts
+    its trials through the driver's entry (``train.run``) and nothing else of ``train/``."""
+    for package in (f"{PACKAGE}.audit", f"{PACKAGE}.visualize"):
+        found = {k: v for k, v in _train_modules_imported_by(package).items() if v}
+        assert not found, f"{package} imports the Train layer: {found}"
+    sweep = set().union(*_train_modules_imported_by(f"{PACKAGE}.sweep").values())
+    assert sweep == {f"{PACKAGE}.train.run"}
+    assert any(d.startswith(f"{PACKAGE}.rundir") for d in import_graph()[f"{PACKAGE}.audit.report"])

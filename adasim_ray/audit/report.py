@@ -94,7 +94,7 @@ class RunState:
 
 def load_run_state(checkpoint: Path) -> RunState:
     """The window and cache of every shard of a complete checkpoint directory."""
-    from adasim_ray.train.checkpoint import read_checkpoint
+    from adasim_ray.rundir.checkpoint import read_checkpoint
 
     meta, _, shard_states = read_checkpoint(checkpoint)
     windows, rows, written = [], [], []
@@ -124,7 +124,7 @@ def model_features(
     (the teacher for DINO), L2-normalised."""
     from adasim_ray.evaluation.features import extract_features
     from adasim_ray.recipe import build_model, make_views
-    from adasim_ray.train.checkpoint import read_checkpoint
+    from adasim_ray.rundir.checkpoint import read_checkpoint
 
     _, state, _ = read_checkpoint(checkpoint)
     views = make_views(cfg, source)

@@ -14,7 +14,7 @@ from adasim_ray.audit.report import audit_run, load_run_state
 from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
 from adasim_ray.recipe import open_train_source
-from adasim_ray.train.rundir import split
+from adasim_ray.rundir.layout import split
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

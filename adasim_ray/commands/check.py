@@ -3,8 +3,11 @@
     adasim-ray check [--config YAML] [--data SPEC] [--set key=value ...] [--output DIR]
                     [--cluster CLUSTER_YAML] [--json]
 
-1. the config loads and validates (also against the data set's size N);
-2. the training data set is present, and its size N (and the evaluation splits);
+1. the config loads; the run's pre-flight (:mod:`adasim_ray.preflight`, which ``pretrain``
+   raises the first finding of): the training data set and its size N, the config against
+   N and the labels, the evaluation splits and their labels, the method built on the meta
+   device and its checkpoint size;
+2. (with ``--num-images N``, nothing is opened: the pre-flight plans for N RGB images);
 3. the memory of the bootstrapping state per cache shard, from the engine's storage layout
    (:mod:`adasim_ray.resources.memory`, which tabulates it);
 4. the resources: the Train workers, the cache shard actors and the fetch tasks are placed
@@ -35,11 +38,12 @@ from adasim_ray.commands.args import (
     config_overrides,
     config_path,
 )
-from adasim_ray.config import load_config, validate
-from adasim_ray.data import describe, open_source, sample_images
+from adasim_ray.config import load_config
+from adasim_ray.data import describe
 from adasim_ray.engine.cache import QUERY_CHUNK_ROWS
-from adasim_ray.errors import ConfigError, DataError, UserError, first_line
-from adasim_ray.recipe import make_views, open_train_source
+from adasim_ray.errors import ConfigError, UserError, first_line
+from adasim_ray.preflight import EVAL_ROLES, preflight
+from adasim_ray.recipe import make_views
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG, cluster_yaml_nodes
 from adasim_ray.resources.memory import (
     bootstrap_memory,
@@ -72,21 +76,29 @@ def run_check(args: argparse.Namespace) -> int:
     cfg = load_config(path, config_overrides(args))  # a bad field ends here, in one line
     print(f"[check] config: {path} is valid (method {cfg.method}, backbone {cfg.backbone})")
     report: dict[str, Any] = {"config": path, "data": cfg.data}
-    problems: list[str] = []
+    planned = None
     if args.num_images is not None:
         if args.num_images < 1:
             raise UserError(f"--num-images must be >= 1, got {args.num_images}")
-        source = PlannedImages(args.num_images)
-        report["num_images"] = args.num_images
-        report["image_size"] = make_views(cfg, source).size
+        planned = PlannedImages(args.num_images)
+    found = preflight(cfg, source=planned)  # what a run checks first, every finding kept
+    problems = [f.message for f in found.findings]
+    source = found.source
+    if source is not None:
+        report["num_images"] = len(source)
+        report["image_size"] = found.views.size if found.views is not None else None
+    if planned is not None:
         print(f"[check] data: not opened; planned for {args.num_images} RGB images "
               f"(--num-images), views of {report['image_size']} px")
-        try:
-            validate(cfg, args.num_images)
-        except ConfigError as err:
-            problems.append(first_line(err))
-    else:
-        source = _check_data(cfg, report, problems)
+    elif source is not None:
+        print(f"[check] data: train on {describe(source)}; views of {report['image_size']} px")
+    for split, sample in found.eval_sources.items():
+        report[f"eval_{split}_images"] = len(sample)
+        print(f"[check] eval data ({EVAL_ROLES[split]}): {describe(sample)}")
+    if found.state_bytes is not None:
+        report["method_state_bytes"] = found.state_bytes
+        print(f"[check] method: {cfg.method} builds; its state in a checkpoint (networks and "
+              f"optimiser) about {human_bytes(found.state_bytes)}")
     shard_ram = _check_memory(cfg, source, report, problems, args.shard_budget_gb * 1e9)
     _check_resources(cfg, args.cluster, report, problems, shard_ram)
     _check_storage(cfg.ray.storage_path or args.output, report, problems)
@@ -117,38 +129,6 @@ class PlannedImages:
 
     def __len__(self) -> int:
         return self.n
-
-
-def _check_data(cfg: Any, report: dict[str, Any], problems: list[str]) -> Any:
-    """The training split (N, and the checks that need N) and the evaluation splits; returns
-    the training source, or None when it cannot be opened."""
-    source = None
-    try:
-        source = open_train_source(cfg)
-    except DataError as err:
-        problems.append(f"data: {first_line(err)}")
-    if source is not None:
-        n = report["num_images"] = len(source)
-        size = report["image_size"] = make_views(cfg, source).size
-        print(f"[check] data: train on {describe(source)}; views of {size} px")
-        try:
-            validate(cfg, n, labelled=source.labels is not None)
-        except ConfigError as err:
-            problems.append(first_line(err))
-    eval_spec = cfg.eval_data or cfg.data
-    for split, limit_n in (("train", cfg.eval.max_train), ("test", cfg.eval.max_test)):
-        if cfg.eval_data is None and source is None:
-            continue  # the training data set could not be opened: already reported
-        try:
-            sample = sample_images(open_source(eval_spec, split), limit_n, cfg.subset_seed,
-                                   setting=f"eval.max_{split}")
-        except DataError as err:
-            problems.append(f"eval data ({split} split): {first_line(err)}")
-            continue
-        report[f"eval_{split}_images"] = len(sample)
-        role = "k-NN memory" if split == "train" else "k-NN queries"
-        print(f"[check] eval data ({role}): {describe(sample)}")
-    return source
 
 
 def _check_memory(cfg: Any, source: Any, report: dict[str, Any], problems: list[str],

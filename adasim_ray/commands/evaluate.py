@@ -20,8 +20,8 @@ from adasim_ray.errors import UserError
 from adasim_ray.evaluation.linear_dino import DinoLinearSettings, dino_linear, parse_lrs
 from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 from adasim_ray.recipe import build_model, make_views
-from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
-from adasim_ray.train.rundir import CONFIG, file_type, is_run_dir, join, split
+from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint
+from adasim_ray.rundir.layout import CONFIG, file_type, is_run_dir, join, split
 
 
 def fmt_top1(value: float | None) -> str:

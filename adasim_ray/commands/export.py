@@ -9,8 +9,8 @@ import argparse
 from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.export import backbone_of, write_export
 from adasim_ray.recipe import build_model, make_views, open_train_source
-from adasim_ray.train.checkpoint import read_checkpoint
-from adasim_ray.train.rundir import split
+from adasim_ray.rundir.checkpoint import read_checkpoint
+from adasim_ray.rundir.layout import split
 
 
 def cmd_export(args: argparse.Namespace) -> int:

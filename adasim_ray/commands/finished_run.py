@@ -9,8 +9,8 @@ from typing import Any
 from adasim_ray.config import config_from_dict
 from adasim_ray.configfile import read_yaml
 from adasim_ray.errors import UserError
-from adasim_ray.train.checkpoint import latest_checkpoint
-from adasim_ray.train.rundir import CONFIG, join, require_run_dir
+from adasim_ray.rundir.checkpoint import latest_checkpoint
+from adasim_ray.rundir.layout import CONFIG, join, require_run_dir
 
 
 def open_finished_run(run_dir: str | Path, command: str) -> tuple[str, Any, str | Path]:

@@ -16,8 +16,8 @@ from adasim_ray.config import load_config
 from adasim_ray.errors import UserError
 from adasim_ray.evaluation.protocol import evaluate_backbone, evaluate_raw_pixels
 from adasim_ray.recipe import build_backbone_for, make_views, open_eval_sources, open_train_source
+from adasim_ray.rundir.layout import CONFIG, is_run_dir, join
 from adasim_ray.train.run import pretrain
-from adasim_ray.train.rundir import CONFIG, is_run_dir, join
 
 
 def _pretrain_overrides(args: argparse.Namespace) -> list[str]:

@@ -13,7 +13,7 @@ from adasim_ray.commands.finished_run import open_finished_run
 from adasim_ray.errors import UserError
 from adasim_ray.figures.neighbours import draw_supports, pick_queries, supports
 from adasim_ray.recipe import open_train_source
-from adasim_ray.train.rundir import split
+from adasim_ray.rundir.layout import split
 from adasim_ray.visualize.metrics import PANELS, plot_metrics
 
 

@@ -1,8 +1,11 @@
-"""Self-distillation methods (plain PyTorch): DINO-2 and SimSiam, their heads, losses,
-schedules and collapse monitors, and ``train_step``, the body of the training loop.
+"""Self-distillation methods (plain PyTorch): DINO-2, SimSiam and the others of this folder,
+their shared base (``base.py``), heads, losses, schedules and collapse monitors, and
+``train_step``, the body of the training loop.
 
-Each method registers itself with its config section (``registry.py``); importing this package
-registers the built-in ones.
+A method is one file here that registers itself with its config section (``registry.py``);
+``catalog.py`` imports every file of the folder, so nothing else lists the methods. The
+names below are loaded on first use (``adasim_ray.methods.roles``, which the command-line
+parser reads, needs no torch).
 
 Examples:
     >>> from adasim_ray.backbones import build_backbone
@@ -15,43 +18,37 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-# The built-in methods register themselves when their modules are imported.
-from adasim_ray.methods.dino import DINO, DINOConfig
-from adasim_ray.methods.registry import (
-    METHODS,
-    MethodSpec,
-    build_registered,
-    method_spec,
-    register_method,
-)
-from adasim_ray.methods.simsiam import SimSiam, SimSiamConfig
-from adasim_ray.methods.step import Method, StepOutput, train_step
+if TYPE_CHECKING:
+    from adasim_ray.methods.catalog import (
+        DEFAULT_METHOD,
+        DINO,
+        METHODS,
+        DINOConfig,
+        Method,
+        MethodSpec,
+        MomentumMethod,
+        SelfDistillationMethod,
+        SimSiam,
+        SimSiamConfig,
+        StepOutput,
+        build_method,
+        build_registered,
+        method_spec,
+        register_method,
+        train_step,
+    )
 
 __all__ = ["DEFAULT_METHOD", "DINO", "METHODS", "DINOConfig", "Method", "MethodSpec",
-           "SimSiam", "SimSiamConfig", "StepOutput", "build_method", "build_registered",
-           "method_spec", "register_method", "train_step"]
-
-#: The method of a config that names none.
-DEFAULT_METHOD = "dino"
+           "MomentumMethod", "SelfDistillationMethod", "SimSiam", "SimSiamConfig",
+           "StepOutput", "build_method", "build_registered", "method_spec", "register_method",
+           "train_step"]
 
 
-def build_method(name: str, backbone: nn.Module, feat_dim: int, *, epochs: int,
-                 iters_per_epoch: int, batch_size: int, **config: Any) -> nn.Module:
-    """Build a registered method by name; ``config`` holds fields of its config section.
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from adasim_ray.methods import catalog
 
-    Raises:
-        ValueError: unknown method name or unknown config field (naming the valid ones).
-    """
-    spec = method_spec(name)
-    valid = {f.name for f in dataclasses.fields(spec.config)}
-    unknown = sorted(set(config) - valid)
-    if unknown:
-        raise ValueError(f"{spec.config.__name__} has no field(s) {unknown}; "
-                         f"valid fields: {sorted(valid)}")
-    return build_registered(name, backbone, feat_dim, spec.config(**config), epochs=epochs,
-                            iters_per_epoch=iters_per_epoch, batch_size=batch_size)
+        return getattr(catalog, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

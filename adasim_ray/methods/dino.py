@@ -22,20 +22,20 @@ Examples:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from adasim_ray.methods.base import Branch, MomentumMethod, Schedules
 from adasim_ray.methods.heads import DINOHead
 from adasim_ray.methods.losses import DINOLoss
 from adasim_ray.methods.monitors import mean_entropy, std_of_l2_normalized
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr, teacher_temp_schedule
-from adasim_ray.methods.step import StepOutput, monitors_to_host, schedule_at
-from adasim_ray.methods.teacher import clip_gradients, update_momentum
+from adasim_ray.methods.step import StepOutput, schedule_at
+from adasim_ray.methods.teacher import clip_gradients
 
 __all__ = ["DINO", "DINOConfig", "DINOSchedules"]
 
@@ -106,13 +106,11 @@ class DINOConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
-@dataclass(frozen=True)
-class DINOSchedules:
-    """Per-iteration arrays, all of length ``epochs * iters_per_epoch``."""
+@dataclass(frozen=True, kw_only=True)
+class DINOSchedules(Schedules):
+    """Per-iteration arrays, all of length ``epochs * iters_per_epoch``: the shared ones
+    and the teacher temperature's warm-up."""
 
-    lr: np.ndarray
-    weight_decay: np.ndarray
-    momentum: np.ndarray
     teacher_temp: np.ndarray
 
     @classmethod
@@ -130,21 +128,8 @@ class DINOSchedules:
         )
 
 
-class _Branch(nn.Module):
-    """backbone + head, returning both the backbone feature and the head output."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature = self.backbone(x)
-        return feature, self.head(feature)
-
-
 @register_method("dino", DINOConfig)
-class DINO(nn.Module):
+class DINO(MomentumMethod):
     """DINO-2 with an EMA teacher, centring and sharpening.
 
     Args:
@@ -158,21 +143,19 @@ class DINO(nn.Module):
     ``state_dict()`` holds student, teacher and the centre; the optimiser is separate.
     """
 
+    monitors = ("loss", "z_std", "teacher_entropy", "feature_std", "teacher_temp", "momentum")
+    optimizer_slots = 2  # AdamW's two moments
+
     def __init__(self, backbone: nn.Module, feat_dim: int, *, epochs: int,
                  iters_per_epoch: int, batch_size: int,
                  config: DINOConfig | None = None) -> None:
-        super().__init__()
-        self.config = config = config if config is not None else DINOConfig()
-        self.feat_dim = feat_dim
-        self.iters_per_epoch = iters_per_epoch
-        self.total_iters = epochs * iters_per_epoch
+        config = config if config is not None else DINOConfig()
         head = DINOHead(feat_dim, config.out_dim, config.hidden_dim, config.bottleneck_dim,
                         use_bn=config.use_bn_in_head, norm_last_layer=config.norm_last_layer)
-        self.student = _Branch(backbone, head)
-        # The teacher starts equal to the student (DINO loads the student's weights into it)
-        # and is only ever changed by the EMA.
-        self.teacher = copy.deepcopy(self.student)
-        self.teacher.requires_grad_(False)
+        # The teacher starts equal to the student (DINO loads the student's weights into it).
+        super().__init__(Branch(backbone, head), feat_dim, epochs=epochs,
+                         iters_per_epoch=iters_per_epoch)
+        self.config = config
         self.loss_fn = DINOLoss(config.out_dim, config.student_temp, config.center_momentum)
         self.schedules = DINOSchedules.build(config, epochs=epochs,
                                              iters_per_epoch=iters_per_epoch,
@@ -186,9 +169,7 @@ class DINO(nn.Module):
         Both views go through student and teacher in one batch (as DINO does for its two
         global crops, so BatchNorm sees both views).
         """
-        if anchor_view.shape != partner_view.shape:
-            raise ValueError(f"anchor and partner views differ in shape: "
-                             f"{tuple(anchor_view.shape)} vs {tuple(partner_view.shape)}")
+        self.check_pair(anchor_view, partner_view)
         batch = anchor_view.shape[0]
         teacher_temp = schedule_at(self.schedules.teacher_temp, it, "teacher temperature")
         views = torch.cat([anchor_view, partner_view])
@@ -207,15 +188,9 @@ class DINO(nn.Module):
             "teacher_entropy": mean_entropy(teacher_probs),
             "feature_std": std_of_l2_normalized(anchor_feature),
             "teacher_temp": teacher_temp,
-            "momentum": schedule_at(self.schedules.momentum, it, "teacher momentum"),
+            "momentum": self.momentum_at(it),
         }
         return StepOutput(loss=loss, anchor_feature=anchor_feature, monitors=monitors)
-
-    def step(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
-             it: int) -> StepOutput:
-        """Calling the module (see ``forward``), with the monitors as floats; raises
-        FloatingPointError on a non-finite loss."""
-        return monitors_to_host(self(anchor_view, partner_view, it), it, self)
 
     # -- optimisation -----------------------------------------------------------------------
     def build_optimizer(self) -> torch.optim.AdamW:
@@ -239,14 +214,6 @@ class DINO(nn.Module):
             {"params": not_regularized, "regularized": False, "weight_decay": 0.0},
         ], lr=lr)
 
-    def apply_schedules(self, optimizer: torch.optim.Optimizer, it: int) -> None:
-        lr = schedule_at(self.schedules.lr, it, "learning rate")
-        wd = schedule_at(self.schedules.weight_decay, it, "weight decay")
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-            if group.get("regularized", False):
-                group["weight_decay"] = wd
-
     def prepare_gradients(self, it: int) -> None:
         """Clip each parameter's gradient to norm ``clip_grad`` (DINO clips per parameter,
         not globally), then drop the last layer's gradients in the first
@@ -256,13 +223,3 @@ class DINO(nn.Module):
         if it // self.iters_per_epoch < self.config.freeze_last_layer:
             for param in self.student.head.last_layer.parameters():
                 param.grad = None  # AdamW skips parameters without a gradient
-
-    @torch.no_grad()
-    def after_step(self, it: int) -> None:
-        """EMA update of the teacher with the scheduled momentum (DINO, Section 3.1)."""
-        momentum = schedule_at(self.schedules.momentum, it, "teacher momentum")
-        update_momentum(self.student, self.teacher, momentum)
-
-    def eval_backbone(self) -> nn.Module:
-        """The teacher backbone: DINO evaluates (and AdaSim caches) the teacher's features."""
-        return self.teacher.backbone

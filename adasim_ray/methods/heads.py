@@ -1,19 +1,75 @@
-"""Projection heads on top of the backbone feature: DINO's head, SimSiam's projector and
-predictor. Every width is a parameter so that small CPU runs can shrink them.
+"""Heads on top of the backbone feature: one generic :class:`ProjectionHead` built from a list
+of block specs (lightly's ``ProjectionHead(blocks)``), and the thin heads of each method that
+only choose their blocks. Every width is a parameter so that small CPU runs can shrink them.
 
 Examples:
     >>> head = DINOHead(in_dim=96, out_dim=4096, hidden_dim=512, bottleneck_dim=128)
     >>> head(torch.randn(8, 96)).shape
     torch.Size([8, 4096])
+    >>> mlp = ProjectionHead([Block(16, 32, nn.BatchNorm1d(32), nn.ReLU()), Block(32, 8)])
+    >>> mlp(torch.randn(4, 16)).shape
+    torch.Size([4, 8])
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DINOHead", "SimSiamPredictor", "SimSiamProjector", "WeightNormLinear"]
+__all__ = ["Block", "DINOHead", "ProjectionHead", "SimSiamPredictor", "SimSiamProjector",
+           "WeightNormLinear", "mlp_blocks"]
+
+
+class Block(NamedTuple):
+    """One linear layer of a head and what follows it: ``Linear(in_dim, out_dim)``, then
+    ``norm`` and ``activation`` when given. By default (``bias=None``) the linear layer has a
+    bias only without a norm (a BatchNorm's shift would cancel it); DINO keeps it anyway."""
+
+    in_dim: int
+    out_dim: int
+    norm: nn.Module | None = None
+    activation: nn.Module | None = None
+    bias: bool | None = None
+
+
+class ProjectionHead(nn.Module):
+    """An MLP given as a list of :class:`Block` s, the one head every method builds on.
+
+    The layers live in ``self.net`` (an ``nn.Sequential``), so their parameter names are
+    ``net.<i>.weight``, those of the heads' checkpoints.
+    """
+
+    def __init__(self, blocks: Sequence[Block]) -> None:
+        super().__init__()
+        if not blocks:
+            raise ValueError("a projection head needs at least one block")
+        layers: list[nn.Module] = []
+        for block in blocks:
+            bias = block.norm is None if block.bias is None else block.bias
+            layers.append(nn.Linear(block.in_dim, block.out_dim, bias=bias))
+            layers.extend(m for m in (block.norm, block.activation) if m is not None)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def mlp_blocks(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, *,
+               norm: bool = True, activation: type[nn.Module] | None = None,
+               last_norm: nn.Module | None = None, bias: bool | None = None) -> list[Block]:
+    """``num_layers`` blocks in -> hidden -> ... -> out: BatchNorm (``norm``) and the
+    activation (ReLU by default) on the hidden ones, ``last_norm`` alone on the last."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    make = activation or _relu
+    dims = [in_dim, *[hidden_dim] * (num_layers - 1), out_dim]
+    blocks = [Block(a, b, nn.BatchNorm1d(b) if norm else None, make(), bias)
+              for a, b in zip(dims[:-2], dims[1:-1], strict=True)]
+    return [*blocks, Block(dims[-2], dims[-1], last_norm, None, bias)]
 
 
 def _trunc_normal_init(module: nn.Module) -> None:
@@ -85,21 +141,11 @@ class DINOHead(nn.Module):
         norm_last_layer: bool = True,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        layers: list[nn.Module] = []
-        dim = in_dim
-        for _ in range(num_layers - 1):
-            layers.append(nn.Linear(dim, hidden_dim))
-            if use_bn:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.GELU())
-            dim = hidden_dim
-        layers.append(nn.Linear(dim, bottleneck_dim))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = ProjectionHead(mlp_blocks(in_dim, hidden_dim, bottleneck_dim, num_layers,
+                                             norm=use_bn, activation=nn.GELU, bias=True))
         self.mlp.apply(_trunc_normal_init)
-
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_norm=norm_last_layer)
+        self._register_load_state_dict_pre_hook(_dino_mlp_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (B, out_dim) logits, before any temperature."""
@@ -107,11 +153,18 @@ class DINOHead(nn.Module):
         return self.last_layer(x)
 
 
-class SimSiamProjector(nn.Module):
-    """SimSiam's projection MLP (Chen & He, 2021, Section 4.1).
+def _dino_mlp_keys(state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Checkpoints written before the generic head name the MLP's layers ``mlp.<i>.``; they
+    are ``mlp.net.<i>.`` now."""
+    old = f"{prefix}mlp."
+    for key in [k for k in state if k.startswith(old) and not k.startswith(f"{old}net.")]:
+        state[f"{old}net.{key[len(old):]}"] = state.pop(key)
 
-    Three linear layers with BN on every output, ReLU on the hidden ones; the last BN has no
-    affine parameters and the last linear no bias (it would be cancelled by that BN).
+
+class SimSiamProjector(ProjectionHead):
+    """SimSiam's projection MLP (Chen & He, 2021, Section 4.1): three linear layers with BN
+    on every output, ReLU on the hidden ones; the last BN has no affine parameters (and so
+    the last linear no bias).
 
     Args:
         in_dim: backbone feature dimension.
@@ -120,34 +173,17 @@ class SimSiamProjector(nn.Module):
     """
 
     def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim, bias=False),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, hidden_dim, bias=False),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim, bias=False),
-            nn.BatchNorm1d(out_dim, affine=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        super().__init__(mlp_blocks(in_dim, hidden_dim, out_dim, 3,
+                                    last_norm=nn.BatchNorm1d(out_dim, affine=False)))
 
 
-class SimSiamPredictor(nn.Module):
+class SimSiamPredictor(ProjectionHead):
     """SimSiam's prediction MLP h: ``d -> pred_dim -> d`` with a BN + ReLU bottleneck
     (2048 -> 512 -> 2048 in the paper; no BN on the output)."""
 
     def __init__(self, dim: int = 2048, pred_dim: int = 512) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, pred_dim, bias=False),
-            nn.BatchNorm1d(pred_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(pred_dim, dim),
-        )
+        super().__init__(mlp_blocks(dim, pred_dim, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)

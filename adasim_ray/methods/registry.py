@@ -5,23 +5,24 @@ Nothing outside ``adasim_ray/methods/`` names a method: the run config gets one 
 per registered method (``dino:``, ``simsiam:``, ...), ``method:`` must name a registered one,
 and the recipe builds whatever the registry returns.
 
-Adding a method (say BYOL) is one new file ``adasim_ray/methods/byol.py``:
+Adding a method (say VICReg) is one new file ``adasim_ray/methods/vicreg.py``, which
+``methods/catalog.py`` imports with every other file of the folder:
 
     @dataclass(frozen=True)
-    class BYOLConfig:            # the YAML section ``byol:``; fields with defaults
+    class VICRegConfig:          # the YAML section ``vicreg:``; fields with defaults
         ...                      # __post_init__ raises ValueError("field: problem")
 
-    @register_method("byol", BYOLConfig)
-    class BYOL(nn.Module):       # the ``Method`` protocol of ``methods/step.py``
+    @register_method("vicreg", VICRegConfig)
+    class VICReg(SelfDistillationMethod):   # methods/base.py: forward, build_optimizer,
         def __init__(self, backbone, feat_dim, *, epochs, iters_per_epoch, batch_size,
-                     config): ...
+                     config): ...           # encoders; ``monitors`` it logs
 
-plus one import line in ``methods/__init__.py``, its tests and an experiment YAML.
+plus its tests and an experiment YAML.
 
 Examples:
     >>> from adasim_ray.methods import METHODS
-    >>> sorted(METHODS)[:2]
-    ['dino', 'simsiam']
+    >>> {"dino", "simsiam"} <= set(METHODS)
+    True
 """
 
 from __future__ import annotations

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from adasim_ray.methods.base import Schedules, SelfDistillationMethod
 from adasim_ray.methods.heads import SimSiamPredictor, SimSiamProjector
 from adasim_ray.methods.losses import simsiam_loss
 from adasim_ray.methods.monitors import std_of_l2_normalized
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr
-from adasim_ray.methods.step import StepOutput, monitors_to_host, schedule_at
+from adasim_ray.methods.step import StepOutput, schedule_at
 
 __all__ = ["SimSiam", "SimSiamConfig"]
 
@@ -71,7 +71,7 @@ class SimSiamConfig:
 
 
 @register_method("simsiam", SimSiamConfig)
-class SimSiam(nn.Module):
+class SimSiam(SelfDistillationMethod):
     """SimSiam with stop-gradient and a predictor.
 
     Args:
@@ -84,18 +84,14 @@ class SimSiam(nn.Module):
     def __init__(self, backbone: nn.Module, feat_dim: int, *, epochs: int,
                  iters_per_epoch: int, batch_size: int,
                  config: SimSiamConfig | None = None) -> None:
-        super().__init__()
+        super().__init__(feat_dim, epochs=epochs, iters_per_epoch=iters_per_epoch)
         self.config = config = config if config is not None else SimSiamConfig()
-        self.feat_dim = feat_dim
-        self.iters_per_epoch = iters_per_epoch
-        self.total_iters = epochs * iters_per_epoch
         self.backbone = backbone
         self.projector = SimSiamProjector(feat_dim, config.proj_hidden_dim, config.proj_dim)
         self.predictor = SimSiamPredictor(config.proj_dim, config.pred_dim)
-        self.peak_lr = scaled_lr(config.base_lr, batch_size)
-        self.lr_schedule: np.ndarray = cosine_schedule(
-            self.peak_lr, config.min_lr, epochs=epochs, iters_per_epoch=iters_per_epoch,
-            warmup_epochs=config.warmup_epochs)
+        self.schedules = Schedules(lr=cosine_schedule(
+            scaled_lr(config.base_lr, batch_size), config.min_lr, epochs=epochs,
+            iters_per_epoch=iters_per_epoch, warmup_epochs=config.warmup_epochs))
 
     def forward(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
                 it: int) -> StepOutput:
@@ -104,10 +100,8 @@ class SimSiam(nn.Module):
         The views go through the encoder one at a time, as in SimSiam, so that each
         BatchNorm normalises over one view's batch.
         """
-        if anchor_view.shape != partner_view.shape:
-            raise ValueError(f"anchor and partner views differ in shape: "
-                             f"{tuple(anchor_view.shape)} vs {tuple(partner_view.shape)}")
-        schedule_at(self.lr_schedule, it, "learning rate")  # fail early past the schedule
+        self.check_pair(anchor_view, partner_view)
+        schedule_at(self.schedules.lr, it, "learning rate")  # fail early past the schedule
         feature0 = self.backbone(anchor_view)
         z0 = self.projector(feature0)
         z1 = self.projector(self.backbone(partner_view))
@@ -122,31 +116,15 @@ class SimSiam(nn.Module):
         }
         return StepOutput(loss=loss, anchor_feature=anchor_feature, monitors=monitors)
 
-    def step(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
-             it: int) -> StepOutput:
-        """Calling the module (see ``forward``), with the monitors as floats; raises
-        FloatingPointError on a non-finite loss."""
-        return monitors_to_host(self(anchor_view, partner_view, it), it, self)
-
     def build_optimizer(self) -> torch.optim.SGD:
         """SGD with momentum; the predictor in its own group so its lr can stay fixed."""
         encoder = [*self.backbone.parameters(), *self.projector.parameters()]
         return torch.optim.SGD([
             {"params": encoder, "fix_lr": False},
             {"params": list(self.predictor.parameters()), "fix_lr": self.config.fix_pred_lr},
-        ], lr=float(self.lr_schedule[0]), momentum=self.config.momentum,
+        ], lr=float(self.schedules.lr[0]), momentum=self.config.momentum,
             weight_decay=self.config.weight_decay)
 
-    def apply_schedules(self, optimizer: torch.optim.Optimizer, it: int) -> None:
-        lr = schedule_at(self.lr_schedule, it, "learning rate")
-        for group in optimizer.param_groups:
-            group["lr"] = self.peak_lr if group.get("fix_lr", False) else lr
-
-    def prepare_gradients(self, it: int) -> None:
-        """SimSiam neither clips nor freezes anything."""
-
-    def after_step(self, it: int) -> None:
-        """No teacher to update: the stop-gradient replaces the momentum encoder."""
-
-    def eval_backbone(self) -> nn.Module:
-        return self.backbone
+    def encoders(self) -> dict[str, nn.Module]:
+        """One backbone: the stop-gradient branch is the same network, so both roles give it."""
+        return {"teacher": self.backbone, "student": self.backbone}

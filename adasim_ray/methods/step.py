@@ -48,15 +48,20 @@ class StepOutput:
 
 @runtime_checkable
 class Method(Protocol):
-    """What ``train_step`` and the Ray layer need from a self-distillation method.
+    """What ``train_step`` and the Ray layer need from a self-distillation method
+    (``methods/base.py`` implements all but the method's own ``forward``, optimiser and
+    encoders).
 
     ``forward(anchor, partner, it)`` (so that a ``DistributedDataParallel`` wrapper
-    synchronises gradients) is the same as ``step(anchor, partner, it)``.
+    synchronises gradients) is the same as ``step(anchor, partner, it)``. ``monitors``
+    names the step's monitors that the Ray layer logs; ``encoders()`` gives the backbones by
+    role (``methods/roles.py``); ``state_bytes()`` sizes the method's checkpoint.
     """
 
     feat_dim: int
     iters_per_epoch: int
     total_iters: int
+    monitors: tuple[str, ...]
 
     def __call__(self, anchor_view: torch.Tensor, partner_view: torch.Tensor,
                  it: int) -> StepOutput: ...
@@ -73,6 +78,10 @@ class Method(Protocol):
     def after_step(self, it: int) -> None: ...
 
     def eval_backbone(self) -> nn.Module: ...
+
+    def encoders(self) -> dict[str, nn.Module]: ...
+
+    def state_bytes(self) -> int: ...
 
 
 def schedule_at(values: np.ndarray, it: int, name: str) -> float:

@@ -21,17 +21,9 @@ import pyarrow.fs as pafs
 import yaml
 
 from adasim_ray.configfile import ConfigError, read_yaml
+from adasim_ray.rundir.layout import CONFIG, SUMMARY, file_type, join, list_dirs, read_text, split
+from adasim_ray.rundir.metrics import METRICS
 from adasim_ray.sweep.spec import SHORT_NAMES, load_sweep, trials_root
-from adasim_ray.train.rundir import (
-    CONFIG,
-    METRICS,
-    SUMMARY,
-    file_type,
-    join,
-    list_dirs,
-    read_text,
-    split,
-)
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"

@@ -31,8 +31,8 @@ import yaml
 from adasim_ray.config import PretrainConfig, validate
 from adasim_ray.configfile import ConfigError
 from adasim_ray.resources.placement import run_bundles, totals
+from adasim_ray.rundir.layout import file_type, is_run_dir, join, write_text
 from adasim_ray.sweep.spec import Sweep, apply_point, load_sweep, trials_root
-from adasim_ray.train.rundir import file_type, is_run_dir, join, write_text
 
 TUNE_NAME = "tune"
 SWEEP_FILE = "sweep.yaml"
@@ -65,8 +65,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from adasim_ray.rundir.metrics import MetricsLog
     from adasim_ray.train.run import pretrain
-    from adasim_ray.train.rundir import MetricsLog
 
     trial_id = ray.tune.get_context().get_trial_id()
     run_dir = join(trials_dir, trial_id)

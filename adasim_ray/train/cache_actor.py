@@ -25,8 +25,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from adasim_ray.engine import BootstrapConfig, BootstrapShard, PlanStats, TopK, merge_topk
 from adasim_ray.engine.shard import shard_ranges
 from adasim_ray.figures.neighbours import Support, pick_queries, spread_by_p_other, supports
-from adasim_ray.train.checkpoint import load_state_file, save_state_file, shard_file
-from adasim_ray.train.rundir import join
+from adasim_ray.rundir.checkpoint import load_state_file, save_state_file, shard_file
+from adasim_ray.rundir.layout import join
 
 
 class ShardLostError(RuntimeError):

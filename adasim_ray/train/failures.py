@@ -6,12 +6,11 @@ default: Ray Train restarts the worker group from the newest checkpoint. An erro
 must fix (a corrupt image, a bad config met on a worker) would fail the same way on every
 restart, so the first worker that meets one records it in the run directory
 (``stopped.json``, for this launch only) and every restart of this launch raises it again at
-once instead of training up to it.
+once instead of training up to it (``adasim_ray/rundir/logs.py``).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from adasim_ray.errors import (
@@ -22,9 +21,7 @@ from adasim_ray.errors import (
     RunStoppedError,
     first_line,
 )
-from adasim_ray.train.rundir import join, read_text, write_text
 
-STOPPED = "stopped.json"
 _KINDS = {cls.__name__: cls for cls in (DataError, ConfigError, CheckpointError)}
 
 
@@ -51,22 +48,6 @@ def user_error(err: BaseException) -> AdasimError | None:
             if name in line:
                 return kind(line.split(name, 1)[1].strip())
     return None
-
-
-def record_stop(run_dir: str, launch: str, err: AdasimError) -> None:
-    """Note in the run directory that this launch met ``err``, a user's error."""
-    write_text(join(run_dir, STOPPED), json.dumps(
-        {"launch": launch, "type": type(err).__name__, "error": str(err)}))
-
-
-def raise_if_stopped(run_dir: str, launch: str) -> None:
-    """Raise the user's error this launch already met (a restart would meet it again)."""
-    text = read_text(join(run_dir, STOPPED))
-    if not text:
-        return
-    entry = json.loads(text)
-    if entry.get("launch") == launch:
-        raise _KINDS.get(entry.get("type"), DataError)(entry.get("error", ""))
 
 
 def what_died(err: BaseException) -> str:

@@ -16,24 +16,21 @@ start of the given global training step (``epoch * iters_per_epoch + step``, fro
 Each fault fires once per run: it is appended to ``RUN_DIR/faults.jsonl`` (flushed to disk)
 *before* it acts, and a restarted worker that reaches the same step again skips it. The file
 is the record a fault test reads back (which faults fired, at which step, in which process);
-``RUN_DIR/resumes.jsonl`` records every restart's starting epoch, with or without faults.
+``RUN_DIR/resumes.jsonl`` records every restart's starting epoch, with or without faults
+(both files: ``adasim_ray/rundir/logs.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from adasim_ray.train.rundir import join, read_text, write_text
+from adasim_ray.rundir.logs import fired, record_fault
 
 FAULT_ENV = "ADASIM_FAULT"
-FAULTS_LOG = "faults.jsonl"
-RESUMES_LOG = "resumes.jsonl"
 KINDS = ("kill_worker", "kill_shard", "kill_driver", "kill_save")
 
 
@@ -59,33 +56,6 @@ def parse_faults(text: str | None) -> list[Fault]:
     return faults
 
 
-def _read_jsonl(uri: str) -> list[dict[str, Any]]:
-    text = read_text(uri) or ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _append_jsonl(uri: str, entry: dict[str, Any]) -> None:
-    """Add a line (the file rewritten whole: object storage cannot append; one writer, rank 0)."""
-    write_text(uri, (read_text(uri) or "") + json.dumps(entry) + "\n")
-
-
-def fired(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The faults a run has injected so far (``faults.jsonl``), oldest first."""
-    return _read_jsonl(join(str(run_dir), FAULTS_LOG))
-
-
-def record_resume(run_dir: str, epoch: int) -> None:
-    """Add to ``RUN_DIR/resumes.jsonl`` that a (re)started worker group continues from the
-    checkpoint of ``epoch`` (every resume, faults injected or not)."""
-    _append_jsonl(join(run_dir, RESUMES_LOG),
-                  {"resumed_from_epoch": epoch, "pid": os.getpid(), "time": time.time()})
-
-
-def resumes(run_dir: str | Path) -> list[int]:
-    """The epochs a run continued from after each restart or ``--resume``, in order."""
-    return [row["resumed_from_epoch"] for row in _read_jsonl(join(str(run_dir), RESUMES_LOG))]
-
-
 class FaultInjector:
     """Rank 0's side of ``ADASIM_FAULT`` (see the module docstring): the training loop calls
     :meth:`at_step` at the start of every step and :meth:`during_save` between the files of
@@ -108,9 +78,7 @@ class FaultInjector:
         done = {(f["fault"], f["at"]) for f in fired(self.run_dir)}
         if (fault.kind, fault.at) in done:
             return False
-        _append_jsonl(join(self.run_dir, FAULTS_LOG),
-                      {"fault": fault.kind, "at": fault.at, "pid": os.getpid(),
-                       "time": time.time()})
+        record_fault(self.run_dir, fault.kind, fault.at)
         print(f"[adasim] fault injected: {fault.kind}@{fault.at}", flush=True)
         return True
 

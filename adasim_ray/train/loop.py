@@ -50,10 +50,7 @@ from adasim_ray.evaluation.progress import clock
 from adasim_ray.figures.neighbours import GRID_LEGEND, supports_grid
 from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
-from adasim_ray.train.allocator import keep_freed_memory
-from adasim_ray.train.board import plan_board_name
-from adasim_ray.train.cache_actor import ShardedCache
-from adasim_ray.train.checkpoint import (
+from adasim_ray.rundir.checkpoint import (
     STAGING_PREFIX,
     complete_checkpoints,
     keep_checkpoint,
@@ -63,11 +60,17 @@ from adasim_ray.train.checkpoint import (
     shard_uris,
     write_checkpoint,
 )
-from adasim_ray.train.failures import raise_if_stopped, record_stop, user_error
-from adasim_ray.train.faults import FaultInjector, parse_faults, record_resume
+from adasim_ray.rundir.layout import split
+from adasim_ray.rundir.logs import raise_if_stopped, record_resume, record_stop
+from adasim_ray.rundir.metrics import MetricsLog
+from adasim_ray.train.allocator import keep_freed_memory
+from adasim_ray.train.board import plan_board_name
+from adasim_ray.train.cache_actor import ShardedCache
+from adasim_ray.train.contract import WorkerPlan
+from adasim_ray.train.failures import user_error
+from adasim_ray.train.faults import FaultInjector, parse_faults
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
-from adasim_ray.train.rundir import MetricsLog, split
 from adasim_ray.train.tensorboard import RunBoard
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
@@ -86,7 +89,7 @@ class Worker:
     log and TensorBoard only on rank 0, which drives the cache shards, checkpoints and logs."""
 
     cfg: PretrainConfig
-    loop_config: dict[str, Any]
+    plan: WorkerPlan
     rank: int
     world: int
     device: torch.device
@@ -108,44 +111,43 @@ class Worker:
 
     @property
     def run_dir(self) -> str:
-        return str(self.loop_config["run_dir"])
+        return self.plan.run_dir
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of each Train worker (``TorchTrainer(train_loop_per_worker=...)``). A
-    user's error (a corrupt image, say) is recorded for this launch, so that a restart of
-    the worker group raises it at once rather than training up to it again."""
-    run_dir, launch = str(loop_config["run_dir"]), str(loop_config.get("launch", ""))
-    raise_if_stopped(run_dir, launch)
+def train_loop_per_worker(plan: WorkerPlan) -> dict[str, Any]:
+    """Entry point of each Train worker (``TorchTrainer(partial(train_loop_per_worker,
+    plan))``). A user's error (a corrupt image, say) is recorded for this launch, so that a
+    restart of the worker group raises it at once rather than training up to it again."""
+    raise_if_stopped(plan.run_dir, plan.launch)
     try:
-        return _train(loop_config)
+        return _train(plan)
     except Exception as err:
         found = user_error(err)
         if found is not None:
-            record_stop(run_dir, launch, found)
+            record_stop(plan.run_dir, plan.launch, found)
         raise
 
 
-def _train(loop_config: dict[str, Any]) -> dict[str, Any]:
-    worker = start_worker(loop_config)
+def _train(plan: WorkerPlan) -> dict[str, Any]:
+    worker = start_worker(plan)
     try:
-        return _epochs(worker, loop_config)
+        return _epochs(worker)
     except BaseException:
         if worker.tensorboard is not None:
             worker.tensorboard.close(failed=True)
         raise
 
 
-def _epochs(worker: Worker, loop_config: dict[str, Any]) -> dict[str, Any]:
+def _epochs(worker: Worker) -> dict[str, Any]:
     cfg = worker.cfg
     start_epoch, plan_metrics = resume(worker)
     if worker.metrics_log is not None:
         worker.metrics_log.truncate(start_epoch)  # epochs after the checkpoint are redone
-        if loop_config.get("tensorboard", True):  # and their steps are hidden in TensorBoard
+        if worker.plan.tensorboard:  # and their steps are hidden in TensorBoard
             worker.tensorboard = RunBoard(worker.run_dir,
                                           start_epoch * worker.method.iters_per_epoch + 1)
     last: dict[str, Any] = {}
-    stop_after = loop_config.get("stop_after")
+    stop_after = worker.plan.stop_after
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     ahead: NextEpoch | None = None
     for epoch in range(start_epoch, cfg.epochs):
@@ -175,10 +177,10 @@ def _epochs(worker: Worker, loop_config: dict[str, Any]) -> dict[str, Any]:
     return last
 
 
-def start_worker(loop_config: dict[str, Any]) -> Worker:
+def start_worker(plan: WorkerPlan) -> Worker:
     """The model, optimiser and data views of this rank; on rank 0 also the cache client,
     the plan board, the fault hooks, the evaluation sets and the metrics log."""
-    cfg: PretrainConfig = loop_config["config"]
+    cfg = plan.config
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -191,7 +193,7 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
 
     source = open_train_source(cfg)
     views = make_views(cfg, source)
-    method = build_model(cfg, views, loop_config["num_images"], world)
+    method = build_model(cfg, views, plan.num_images, world)
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = method.build_optimizer()
@@ -199,17 +201,15 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
     model = ray.train.torch.prepare_model(method)
-    worker = Worker(cfg, loop_config, rank, world, device, views, method, model, optimizer,
-                    scaler, amp_dtype, FaultInjector([], loop_config["run_dir"]),
-                    open_eval_sources(cfg))
+    worker = Worker(cfg, plan, rank, world, device, views, method, model, optimizer,
+                    scaler, amp_dtype, FaultInjector([], plan.run_dir), open_eval_sources(cfg))
     if rank == 0:
-        worker.cache = ShardedCache.by_name(loop_config["run_name"], cfg.ray.cache_shards,
+        worker.cache = ShardedCache.by_name(plan.run_name, cfg.ray.cache_shards,
                                             cfg.adasim.topk)
-        worker.board = ray.get_actor(plan_board_name(loop_config["run_name"]))
-        worker.faults = FaultInjector(parse_faults(loop_config.get("faults")),
-                                      loop_config["run_dir"], loop_config.get("driver_pid"),
-                                      worker.cache.handles)
-        worker.metrics_log = MetricsLog(loop_config["run_dir"])
+        worker.board = ray.get_actor(plan_board_name(plan.run_name))
+        worker.faults = FaultInjector(parse_faults(plan.faults), plan.run_dir,
+                                      plan.driver_pid, worker.cache.handles)
+        worker.metrics_log = MetricsLog(plan.run_dir)
         worker.train_source = source  # Fig. 1's images
     return worker
 
@@ -329,22 +329,24 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
     Throughput counts from the second step on; the wait for the first batch is reported
     apart (``first_batch_s``)."""
     cfg, rank, world = worker.cfg, worker.rank, worker.world
-    iters, log_every = worker.method.iters_per_epoch, int(worker.loop_config.get("log_every", 20))
+    iters, log_every = worker.method.iters_per_epoch, worker.plan.log_every
     if ahead.epoch != epoch:
         raise RuntimeError(f"the stream of epoch {ahead.epoch} was handed to epoch {epoch}")
     prefetched = ahead.first.done()
     stream = ahead.stream()
-    losses, z_stds, entropies, lr = [], [], [], float("nan")
+    monitors = worker.method.monitors  # what the method logs, its own names
+    sums: dict[str, list[float]] = {name: [] for name in monitors}
+    lr = float("nan")
     step, images, steady_t0, steady_images, first_batch_s = 0, 0, None, 0, float("nan")
     worker.model.train()
     for batch in stream:
         it = epoch * iters + step
         worker.faults.at_step(it)
         out = take_step(worker, batch, it)
-        losses.append(out.monitors["loss"])
-        z_stds.append(out.monitors.get("z_std", float("nan")))
-        if "teacher_entropy" in out.monitors:
-            entropies.append(out.monitors["teacher_entropy"])
+        for name in monitors:
+            value = out.monitors.get(name)
+            if isinstance(value, (int, float)):
+                sums[name].append(float(value))
         lr = out.monitors["lr"]
         step += 1
         images += len(batch["anchor"]) * world
@@ -357,19 +359,17 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
             eta = eta_text(step, iters, steady / max(step - 1, 1), epoch, cfg.epochs,
                            first_batch_s)
             print(f"[adasim] epoch {epoch + 1}/{cfg.epochs} step {step}/{iters} "
-                  f"{rate:.0f} img/s loss {losses[-1]:.4f} "
+                  f"{rate:.0f} img/s loss {out.monitors['loss']:.4f} "
                   f"bootstrap {plan_metrics['bootstrap_ratio']:.3f} {eta}", flush=True)
             if worker.tensorboard is not None:
-                worker.tensorboard.step(it + 1, out.monitors)
+                worker.tensorboard.step(it + 1, out.monitors, (*monitors, "lr"))
     train_s = time.perf_counter() - epoch_t0
     steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
     if step != iters:
         raise RuntimeError(f"epoch {epoch}: ran {step} steps, the schedules expect {iters}")
     return {
         "epoch": epoch + 1,
-        "loss": _mean(losses),
-        "z_std": _mean(z_stds),
-        "teacher_entropy": _mean(entropies) if entropies else None,
+        **{name: _mean(values) if values else None for name, values in sums.items()},
         "lr": lr,
         "images_per_s": (images - steady_images) / steady_s if step > 1 else float("nan"),
         "train_s": train_s,
@@ -509,7 +509,7 @@ def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
         shard_files=shard_files,
         meta={
             "epoch": epoch + 1,
-            "settings": worker.loop_config["settings"],
+            "settings": worker.plan.settings,
             "plan_metrics": next_plan,
             "metrics": metrics,
         },
@@ -535,7 +535,7 @@ def report(worker: Worker, metrics: dict[str, Any], ckpt_dir: str | None, epoch:
         ray.train.report(report_metrics)
         return
     try:
-        if worker.loop_config.get("local_mode"):
+        if worker.plan.local_mode:
             keep_checkpoint(ckpt_dir, worker.run_dir, epoch + 1)
             ray.train.report(report_metrics)
         else:

@@ -13,6 +13,7 @@ the same checkpoint. A checkpoint whose key settings differ is refused unless fo
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -21,22 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray.data import ExecutionOptions
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from adasim_ray.config import ConfigError, PretrainConfig, dump_config, validate
+from adasim_ray.config import ConfigError, PretrainConfig, dump_config
 from adasim_ray.data import ImageSource, describe, fingerprint
-from adasim_ray.errors import first_line
-from adasim_ray.recipe import (
-    build_backbone_for,
-    build_model,
-    labels_of,
-    make_views,
-    open_eval_sources,
-    open_train_source,
-)
+from adasim_ray.preflight import EVAL_ROLES, preflight
+from adasim_ray.recipe import labels_of
 from adasim_ray.resources.memory import bootstrap_memory, human_bytes, shard_ram_bytes
 from adasim_ray.resources.placement import (
     cluster_nodes,
@@ -46,10 +39,7 @@ from adasim_ray.resources.placement import (
     shortfall,
 )
 from adasim_ray.resources.storage import check_staging, check_storage
-from adasim_ray.train.allocator import allocator_env
-from adasim_ray.train.board import create_plan_board
-from adasim_ray.train.cache_actor import create_shard_actors
-from adasim_ray.train.checkpoint import (
+from adasim_ray.rundir.checkpoint import (
     CheckpointError,
     check_compatible,
     damaged_checkpoints,
@@ -57,21 +47,25 @@ from adasim_ray.train.checkpoint import (
     latest_checkpoint,
     read_meta,
 )
-from adasim_ray.train.failures import ending
-from adasim_ray.train.faults import FAULT_ENV, parse_faults
-from adasim_ray.train.hooks import pin_ray_address
-from adasim_ray.train.loop import train_loop_per_worker
-from adasim_ray.train.pipeline import rank_dataset
-from adasim_ray.train.rundir import (
+from adasim_ray.rundir.layout import (
     CONFIG,
     SUMMARY,
-    MetricsLog,
     dumps,
     join,
     require_run_dir,
     split,
     write_text,
 )
+from adasim_ray.rundir.metrics import MetricsLog
+from adasim_ray.train.allocator import allocator_env
+from adasim_ray.train.board import create_plan_board
+from adasim_ray.train.cache_actor import create_shard_actors
+from adasim_ray.train.contract import WorkerPlan
+from adasim_ray.train.failures import ending
+from adasim_ray.train.faults import FAULT_ENV, parse_faults
+from adasim_ray.train.hooks import pin_ray_address
+from adasim_ray.train.loop import train_loop_per_worker
+from adasim_ray.train.pipeline import rank_dataset
 
 
 def new_run_name(cfg: PretrainConfig) -> str:
@@ -168,25 +162,12 @@ def resolve_resume(resume: str) -> tuple[str, str]:
     return split(require_run_dir(resume, "--resume", ConfigError))
 
 
-def check_eval_labels(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
-    """The online k-NN (and the final evaluation) need labelled eval images: say so at start,
-    not after the first epoch. Returns the (memory, queries) splits."""
-    memory, queries = open_eval_sources(cfg)
-    for source in (memory, queries):
-        if source.labels is None:
-            raise ConfigError(
-                f"eval_data: {source.name} has no labels, and the k-NN evaluation needs them; "
-                "set eval_data to a labelled data set (e.g. class folders)"
-            )
-    return memory, queries
-
-
 def checkpoint_bytes(cfg: PretrainConfig, num_images: int, feat_dim: int,
-                     num_params: int) -> int:
-    """About what one checkpoint takes: student + teacher + AdamW's two moments (fp32), and
-    every cache shard's rows, window and partners (the engine's layout, as ``adasim-ray
-    check`` reports it)."""
-    return 4 * 4 * num_params + bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
+                     state_bytes: int) -> int:
+    """About what one checkpoint takes: the method's state as it declares it (``state_bytes``:
+    its networks and the optimiser's slots), and every cache shard's rows, window and
+    partners (the engine's layout, as ``adasim-ray check`` reports it)."""
+    return state_bytes + bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
 
 
 @dataclass(frozen=True)
@@ -261,20 +242,19 @@ def stop_error(err: BaseException, cfg: PretrainConfig, plan: RunPlan) -> Except
 
 def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: bool,
              run_name: str | None) -> RunPlan:
-    """Everything that can fail before any Ray work, in one line each: the config against
-    the data set (its N, its labels), the fault hooks, a resumed run's checkpoint, the
-    storage and its room for checkpoints. Writes the run's ``config.yaml``."""
-    source = open_train_source(cfg)
-    num_images = len(source)
-    validate(cfg, num_images, labelled=source.labels is not None)
+    """Everything that can fail before any Ray work, in one line each: the pre-flight
+    (``adasim_ray/preflight.py``: the config against the data set, its labels, the method),
+    the resources, the fault hooks, a resumed run's checkpoint, the storage and its room for
+    checkpoints. Writes the run's ``config.yaml``."""
+    found = preflight(cfg)
+    found.raise_first()
+    source, views = found.source, found.views
+    assert source is not None and views is not None and found.feat_dim is not None
+    num_images, feat_dim, state_bytes = len(source), found.feat_dim, found.state_bytes or 0
     check_placeable(cfg)
-    memory, queries = check_eval_labels(cfg)
-    views = make_views(cfg, source)
     print(f"[adasim] train: {describe(source)}; views of {views.size} px", flush=True)
-    print(f"[adasim] k-NN memory: {describe(memory)}", flush=True)
-    print(f"[adasim] k-NN queries: {describe(queries)}", flush=True)
-    backbone, feat_dim = build_backbone_for(cfg, views)
-    check_method(cfg, views, num_images)
+    for part, role in EVAL_ROLES.items():
+        print(f"[adasim] {role}: {describe(found.eval_sources[part])}", flush=True)
     settings = key_settings(cfg, num_images, feat_dim, fingerprint(source))
     faults = fault_spec()
     if resume is not None:
@@ -287,25 +267,11 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     pair_bytes = 2 * views.channels * views.size**2  # the anchor's and partner's views
     plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults, shard_ram,
                    pair_bytes)
-    params = sum(p.numel() for p in backbone.parameters())
-    check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, params))
+    check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, state_bytes))
     shard_bytes = bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
-    check_staging(4 * 4 * params + shard_bytes // max(cfg.ray.cache_shards, 1))
+    check_staging(state_bytes + shard_bytes // max(cfg.ray.cache_shards, 1))
     write_text(join(plan.run_dir, CONFIG), dump_config(cfg))
     return plan
-
-
-def check_method(cfg: PretrainConfig, views: Any, num_images: int) -> None:
-    """The method built once on the meta device (no memory, no initialisation): a setting
-    it refuses (DINO's warm-up longer than the run, say) is one line now, rather than a
-    Train worker's error that the run retries up to ``ray.max_failures`` times."""
-    try:
-        with torch.device("meta"):
-            build_model(cfg, views, num_images, max(cfg.ray.num_workers, 1))
-    except ValueError as err:
-        raise ConfigError(f"{cfg.method}: {first_line(err)}") from None
-    except (NotImplementedError, RuntimeError):
-        pass  # an op the meta device lacks: the Train workers build it for real
 
 
 def fault_spec() -> str | None:
@@ -397,22 +363,21 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
                                    cfg.batch_size // world, launch, plan.pair_bytes)
         for r in range(world)
     }
+    worker_plan = WorkerPlan(
+        config=cfg,
+        run_name=plan.run_name,
+        run_dir=plan.run_dir,
+        num_images=plan.num_images,
+        settings=plan.settings,
+        launch=launch,
+        driver_pid=os.getpid(),
+        local_mode=cfg.ray.num_workers == 0,
+        log_every=log_every,
+        stop_after=stop_after,
+        faults=plan.faults,
+    )
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "config": cfg,
-            "run_name": plan.run_name,
-            "run_dir": plan.run_dir,
-            "num_images": plan.num_images,
-            "settings": plan.settings,
-            "log_every": log_every,
-            "local_mode": cfg.ray.num_workers == 0,
-            "stop_after": stop_after,
-            "faults": plan.faults,
-            "driver_pid": os.getpid(),
-            "launch": launch,
-            "tensorboard": True,
-        },
+        functools.partial(train_loop_per_worker, worker_plan),
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,9 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from adasim_ray.resources.storage import resolve
-from adasim_ray.train.rundir import join, split
+from adasim_ray.rundir.layout import join, split
 
 TENSORBOARD = "tensorboard"
-#: The step's monitors logged every ``log_every`` steps, under ``step/<key>``.
-STEP_KEYS = ("loss", "lr", "teacher_temp", "momentum", "z_std", "teacher_entropy",
-             "feature_std")
 
 
 class RunBoard:
@@ -51,8 +49,10 @@ class RunBoard:
         self.writer = SummaryWriter(self.local, purge_step=purge_step)
         self._legends: set[str] = set()
 
-    def step(self, step: int, monitors: dict[str, Any]) -> None:
-        for key in STEP_KEYS:
+    def step(self, step: int, monitors: dict[str, Any], keys: Iterable[str]) -> None:
+        """The step's monitors named by ``keys`` (those the method declares, and the lr),
+        under ``step/<key>``."""
+        for key in keys:
             value = monitors.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(f"step/{key}", value, step)

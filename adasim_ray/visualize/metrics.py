@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adasim_ray.configfile import flatten, read_yaml
-from adasim_ray.train.rundir import CONFIG, MetricsLog, is_run_dir
+from adasim_ray.rundir.layout import CONFIG, is_run_dir
+from adasim_ray.rundir.metrics import MetricsLog
 
 #: (metrics.jsonl key, panel title), in the paper's order.
 PANELS = (

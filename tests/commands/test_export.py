@@ -16,7 +16,7 @@ from adasim_ray.cli import main
 from adasim_ray.config import dump_config, load_config
 from adasim_ray.export import write_export
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
-from adasim_ray.train.checkpoint import key_settings, write_checkpoint
+from adasim_ray.rundir.checkpoint import key_settings, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

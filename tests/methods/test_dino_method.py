@@ -66,7 +66,7 @@ def test_last_layer_frozen_during_first_epoch_only(make_dino, views) -> None:
     dino: DINO = make_dino(freeze_last_layer=1)
     optimizer = dino.build_optimizer()
     last = dino.student.head.last_layer.weight_v
-    first_mlp = dino.student.head.mlp[0].weight
+    first_mlp = dino.student.head.mlp.net[0].weight
     anchor, partner = views
     last_start, mlp_start = last.detach().clone(), first_mlp.detach().clone()
     for it in range(dino.iters_per_epoch):  # epoch 0 (lr is 0 at it = 0, the warm-up start)

@@ -29,7 +29,7 @@ def test_dino_head_trainable_magnitude_when_not_normalised() -> None:
     head = DINOHead(in_dim=12, out_dim=40, hidden_dim=24, bottleneck_dim=6,
                     norm_last_layer=False)
     assert head.last_layer.weight_g.requires_grad
-    linear = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    linear = [m for m in head.mlp.net if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linear] == [24, 24, 6]
 
 

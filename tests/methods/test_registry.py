@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from torch import nn
 from adasim_ray.config import ConfigError, config_from_dict, dump_config, load_config
 from adasim_ray.configfile import read_yaml
 from adasim_ray.methods import METHODS, StepOutput, method_spec, register_method
+from adasim_ray.methods.base import Schedules, SelfDistillationMethod
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,18 @@ class DummyConfig:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
 
 
-class Dummy(nn.Module):
-    """Pulls the projections of the two views together (no collapse prevention: a test)."""
+class Dummy(SelfDistillationMethod):
+    """Pulls the projections of the two views together (no collapse prevention: a test).
+    What the base class gives (the step wrapper, the schedule loop, eval_backbone,
+    state_bytes) it does not write again."""
+
+    monitors = ("loss", "dummy_gap")
 
     def __init__(self, backbone: nn.Module, feat_dim: int, *, epochs: int,
                  iters_per_epoch: int, batch_size: int, config: DummyConfig) -> None:
-        super().__init__()
-        self.config, self.feat_dim = config, feat_dim
-        self.iters_per_epoch, self.total_iters = iters_per_epoch, epochs * iters_per_epoch
+        super().__init__(feat_dim, epochs=epochs, iters_per_epoch=iters_per_epoch)
+        self.config = config
+        self.schedules = Schedules(lr=np.full(self.total_iters, config.lr))
         self.backbone = backbone
         self.projector = nn.Linear(feat_dim, config.proj_dim)
         self.steps_taken = 0
@@ -45,25 +51,18 @@ class Dummy(nn.Module):
         feature = self.backbone(anchor)
         z0, z1 = self.projector(feature), self.projector(self.backbone(partner))
         loss = F.mse_loss(z0, z1.detach())
-        return StepOutput(loss, feature.detach().float(), {"loss": float(loss.detach())})
-
-    def step(self, anchor: torch.Tensor, partner: torch.Tensor, it: int) -> StepOutput:
-        return self(anchor, partner, it)
+        gap = (z0 - z1).abs().mean().detach()
+        return StepOutput(loss, feature.detach().float(), {"loss": loss.detach(),
+                                                            "dummy_gap": gap})
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.config.lr)
 
-    def apply_schedules(self, optimizer: torch.optim.Optimizer, it: int) -> None:
-        pass
-
-    def prepare_gradients(self, it: int) -> None:
-        pass
-
     def after_step(self, it: int) -> None:
         self.steps_taken += 1
 
-    def eval_backbone(self) -> nn.Module:
-        return self.backbone
+    def encoders(self) -> dict[str, nn.Module]:
+        return {"teacher": self.backbone, "student": self.backbone}
 
 
 @pytest.fixture
@@ -85,8 +84,8 @@ def dummy_method():
 def test_builtin_methods_are_registered():
     assert {"dino", "simsiam"} <= set(METHODS)
     assert method_spec("dino").config.__name__ == "DINOConfig"
-    with pytest.raises(ValueError, match="unknown method 'byol'"):
-        method_spec("byol")
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        method_spec("swav")
 
 
 def test_a_name_cannot_be_taken_twice(dummy_method):
@@ -113,7 +112,8 @@ def test_a_registered_method_gets_its_config_section(dummy_method, tmp_path):
 
 
 def test_unregistered_method_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match=r"^method: must be one of \['dino', 'simsiam'"):
+    refused = r"^method: must be one of \[.*'dino', 'simsiam'\], got 'dummy'$"
+    with pytest.raises(ConfigError, match=refused):
         load_config(None, ["method=dummy"])
     with pytest.raises(ConfigError, match="dummy: unknown config key"):
         load_config(None, ["dummy.lr=0.1"])
@@ -133,5 +133,13 @@ def test_dummy_method_trains_one_local_mode_epoch(ray_session, dummy_method, tmp
     assert summary["epochs"] == 1 and final["epoch"] == 1
     assert final["loss"] == final["loss"] and final["loss"] >= 0  # a real number
     assert 0.0 <= final["knn_top1"] <= 1.0
+    # The monitors the method declares reach metrics.jsonl and TensorBoard; DINO's do not.
+    assert final["dummy_gap"] >= 0.0 and "teacher_entropy" not in final
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(f"{summary['run_dir']}/tensorboard")
+    events.Reload()
+    assert {"step/dummy_gap", "step/loss", "step/lr"} <= set(events.Tags()["scalars"])
     stored = read_yaml(f"{summary['run_dir']}/config.yaml")
     assert stored["method"] == "dummy" and stored["dummy"] == dataclasses.asdict(DummyConfig())
+

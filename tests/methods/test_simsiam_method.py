@@ -61,8 +61,8 @@ def test_non_finite_loss_raises(make_simsiam, views) -> None:
 
 def test_build_method_rejects_unknown_names(make_simsiam) -> None:
     backbone = make_simsiam().backbone
-    with pytest.raises(ValueError, match="unknown method 'byol'"):
-        build_method("byol", backbone, 8, epochs=1, iters_per_epoch=1, batch_size=4)
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        build_method("swav", backbone, 8, epochs=1, iters_per_epoch=1, batch_size=4)
     with pytest.raises(ValueError, match="out_dim"):
         build_method("simsiam", backbone, 8, epochs=1, iters_per_epoch=1, batch_size=4,
                      out_dim=3)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from adasim_ray.config import load_config
-from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
-from adasim_ray.train.faults import fired, resumes
-from adasim_ray.train.rundir import MetricsLog
+from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint
+from adasim_ray.rundir.logs import fired, resumes
+from adasim_ray.rundir.metrics import MetricsLog
 from tests.tensorboard_events import tensorboard_events
 
 pytestmark = pytest.mark.ray
@@ -54,8 +54,8 @@ FAULTS = {"kill_worker": 4, "kill_shard": 7, "kill_driver": 10}
 def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
     ray_session, s3_server, tmp_path, monkeypatch
 ):
+    from adasim_ray.rundir.layout import join, list_dirs
     from adasim_ray.train.run import pretrain
-    from adasim_ray.train.rundir import join, list_dirs
 
     runs = s3_server.uri(f"{s3_server.bucket()}/runs")
     env = os.environ | {

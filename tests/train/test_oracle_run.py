@@ -14,13 +14,13 @@ from PIL import Image
 from adasim_ray.cli import main
 from adasim_ray.config import load_config
 from adasim_ray.data import open_source, stratified_sample
-from adasim_ray.train.checkpoint import (
+from adasim_ray.rundir.checkpoint import (
     complete_checkpoints,
     latest_checkpoint,
     read_checkpoint,
     read_meta,
 )
-from adasim_ray.train.rundir import MetricsLog
+from adasim_ray.rundir.metrics import MetricsLog
 
 TINY = [
     "data=digits",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adasim_ray.config import load_config
-from adasim_ray.train.rundir import MetricsLog
+from adasim_ray.rundir.metrics import MetricsLog
 
 pytestmark = pytest.mark.ray
 
@@ -87,7 +87,7 @@ def knn_of_checkpoint(run_dir: Path) -> float:
     from adasim_ray.configfile import read_yaml
     from adasim_ray.evaluation.protocol import evaluate_backbone
     from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
-    from adasim_ray.train.checkpoint import latest_checkpoint, read_checkpoint
+    from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint
 
     cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
     meta, state, _ = read_checkpoint(latest_checkpoint(run_dir), shards=False)
@@ -124,7 +124,7 @@ def test_tau_zero_gives_exactly_the_baseline_losses(ray_session, tmp_path):
 
 
 def test_resume_refuses_other_key_settings(ray_session, tmp_path):
-    from adasim_ray.train.checkpoint import CheckpointError
+    from adasim_ray.rundir.checkpoint import CheckpointError
 
     first = run(tmp_path, "epochs=2", "ray.num_workers=0", "eval.knn_every=0", stop_after=1)
     with pytest.raises(CheckpointError, match="window"):
@@ -138,8 +138,8 @@ def test_resume_refuses_other_key_settings(ray_session, tmp_path):
 
 
 def test_a_checkpoint_that_does_not_load_is_passed_over(ray_session, tmp_path, capsys):
-    from adasim_ray.train.checkpoint import complete_checkpoints, read_meta
-    from adasim_ray.train.faults import resumes
+    from adasim_ray.rundir.checkpoint import complete_checkpoints, read_meta
+    from adasim_ray.rundir.logs import resumes
 
     common = ("epochs=3", "adasim.window=1", "ray.num_workers=0", "eval.knn_every=0")
     first = run(tmp_path, *common, stop_after=2)

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 
 from adasim_ray.config import load_config
 from adasim_ray.data import convert_folder_to_parquet
-from adasim_ray.train.rundir import MetricsLog
+from adasim_ray.rundir.metrics import MetricsLog
 from tests.tensorboard_events import tensorboard_events
 
 

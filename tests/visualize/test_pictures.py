@@ -14,7 +14,7 @@ from adasim_ray.data import open_source
 from adasim_ray.engine import BootstrapConfig, BootstrapShard
 from adasim_ray.engine.window import NeighbourWindow
 from adasim_ray.figures.neighbours import pick_queries, supports
-from adasim_ray.train.checkpoint import write_checkpoint
+from adasim_ray.rundir.checkpoint import write_checkpoint
 from adasim_ray.visualize.metrics import load_curves, plot_metrics
 
 

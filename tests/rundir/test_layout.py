@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adasim_ray.errors import ConfigError, UserError
-from adasim_ray.train.rundir import is_run_dir, require_run_dir
+from adasim_ray.rundir.layout import is_run_dir, require_run_dir
 
 
 def test_a_run_directory_is_one_with_config_yaml(tmp_path):
@@ -16,7 +16,7 @@ def test_a_run_directory_is_one_with_config_yaml(tmp_path):
 
 
 def test_run_directories_on_s3(s3_server):
-    from adasim_ray.train.rundir import join, list_dirs, split, write_text
+    from adasim_ray.rundir.layout import join, list_dirs, split, write_text
 
     runs = s3_server.uri(f"{s3_server.bucket()}/runs")
     with pytest.raises(UserError, match="run directory not found"):

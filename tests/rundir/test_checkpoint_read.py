@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from adasim_ray.errors import CheckpointError
-from adasim_ray.train import checkpoint
-from adasim_ray.train.checkpoint import read_checkpoint, write_checkpoint
+from adasim_ray.rundir import checkpoint
+from adasim_ray.rundir.checkpoint import read_checkpoint, write_checkpoint
 
 
 def test_a_rank_without_shards_reads_the_model_file_only(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
-"""A run directory on the run's storage (a local path or a cloud URI, through pyarrow's file
-systems): ``config.yaml``, ``metrics.jsonl`` (one JSON object per epoch), ``summary.json``, and
-the ``checkpoint_*`` folders that Ray Train writes beside them.
+"""Where a run directory is and how its small files are read and written: a local path or a
+cloud URI, through pyarrow's file systems; paths joined and split the same way for both; a
+file written whole (a temporary name, then a move), JSON without NaN.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from adasim_ray.errors import AdasimError, UserError
 from adasim_ray.resources.storage import resolve
 
 CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
 
@@ -112,24 +111,3 @@ def _clean(value: Any) -> Any:
 
 def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj))
-
-
-class MetricsLog:
-    """``metrics.jsonl`` of a run: one line per finished epoch, rewritten whole on each append
-    (small; works on object stores that cannot append)."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.uri = join(run_dir, METRICS)
-
-    def read(self) -> list[dict[str, Any]]:
-        text = read_text(self.uri) or ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-    def truncate(self, epochs_done: int) -> None:
-        """Keep the lines of epochs 1..epochs_done (a resumed run redoes the later ones)."""
-        rows = [r for r in self.read() if int(r["epoch"]) <= epochs_done]
-        write_text(self.uri, "".join(dumps(r) + "\n" for r in rows))
-
-    def append(self, row: dict[str, Any]) -> None:
-        rows = self.read() + [row]
-        write_text(self.uri, "".join(dumps(r) + "\n" for r in rows))

@@ -37,7 +37,7 @@ import torch
 from adasim_ray.config import PretrainConfig
 from adasim_ray.errors import CheckpointError
 from adasim_ray.resources.storage import resolve
-from adasim_ray.train.rundir import join, list_dirs, read_text, split
+from adasim_ray.rundir.layout import join, list_dirs, read_text, split
 
 META = "meta.json"
 MODEL = "model.pt"
