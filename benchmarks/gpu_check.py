@@ -451,6 +451,8 @@ def phase_ddp(args: argparse.Namespace, out: dict[str, Any]) -> None:
     device = args.device
     gpu = device == "cuda"
     backend = "nccl" if gpu else "gloo"
+    if gpu:
+        torch.cuda.set_device(0)  # NCCL's communicator binds to the current device
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
                             world_size=1)
     try:

@@ -62,6 +62,7 @@ SINCE: dict[str, tuple[int, int]] = {
     "torch.cuda.is_bf16_supported": (1, 10),
     "torch.cuda.max_memory_allocated": (1, 0),
     "torch.cuda.reset_peak_memory_stats": (1, 4),
+    "torch.cuda.set_device": (1, 0),
     "torch.cuda.synchronize": (1, 0),
     "torch.device": (1, 0),
     "torch.distributed": (1, 0),
