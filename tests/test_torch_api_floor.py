@@ -1,9 +1,10 @@
 """The torch API that the GPU check runs, against the torch versions that have it.
 
 ``benchmarks/gpu_check.py`` must run on the GPU machines' torch (2.11, with no network to
-upgrade it) and on the oldest torch that ``pyproject.toml`` admits (2.4); this machine has
-2.14 only, and a second venv with another torch would download gigabytes. So the test reads
-the code instead: with ``ast``, the script's lines before its ray phase and, transitively, the
+upgrade it), and the engine, the methods and the evaluation on the oldest torch that
+``pyproject.toml`` admits (2.4); this machine has 2.14 only, and a second venv with another
+torch would download gigabytes. So the test reads the code instead: with ``ast``, the
+script's lines before its ray phase and ``adasim_ray.evaluation`` and, transitively, the
 ``adasim_ray`` modules they import (imports inside functions included, as in
 ``test_import_graph.py``), and lists every ``torch`` name they use: ``torch.x.y``, through
 the aliases that ``import torch.nn.functional as F`` / ``from torch import nn`` make, and the
@@ -14,7 +15,7 @@ of the torch version that first had it; none may be newer than 2.11, and one new
 What this does not check: methods of tensors and modules (``x.topk``, ``model.to``), the
 keyword arguments of a call (except those in :data:`TRACKED_KEYWORDS`), names reached through
 variables or ``getattr`` (``ieee_fp32_matmul`` sets ``fp32_precision`` that way, behind a
-``hasattr``), and behaviour that changed between versions. A new torch name on the path
+``hasattr``), torchvision's and timm's APIs, and behaviour that changed between versions. A new torch name on the path
 fails the test until someone looks up its version and adds it to the table.
 """
 
@@ -34,7 +35,7 @@ FLOOR, CEILING = (2, 4), (2, 11)
 #: Keyword arguments that made a call newer than the function: recorded as ``name(keyword)``.
 TRACKED_KEYWORDS = {"out_dtype"}
 
-#: The torch version that first had each name used on the GPU check's path before Ray.
+#: The torch version that first had each name used on the scanned path.
 SINCE: dict[str, tuple[int, int]] = {
     "torch": (1, 0),
     "torch.Generator": (1, 0),
@@ -55,6 +56,7 @@ SINCE: dict[str, tuple[int, int]] = {
     "torch.bfloat16": (1, 0),
     "torch.bool": (1, 2),
     "torch.cat": (1, 0),
+    "torch.channels_last": (1, 5),
     "torch.cuda.Event": (1, 0),
     "torch.cuda.empty_cache": (1, 0),
     "torch.cuda.get_device_properties": (1, 0),
@@ -77,18 +79,22 @@ SINCE: dict[str, tuple[int, int]] = {
     "torch.dtype": (1, 0),
     "torch.empty": (1, 0),
     "torch.empty_like": (1, 0),
+    "torch.enable_grad": (1, 0),
     "torch.equal": (1, 0),
+    "torch.exp": (1, 0),
     "torch.finfo": (1, 0),
     "torch.float16": (1, 0),
     "torch.float32": (1, 0),
     "torch.float64": (1, 0),
     "torch.from_numpy": (1, 0),
+    "torch.frombuffer": (1, 10),
     "torch.full": (1, 0),
     "torch.full_like": (1, 0),
     "torch.get_float32_matmul_precision": (1, 12),
     "torch.get_num_threads": (1, 0),
     "torch.iinfo": (1, 0),
     "torch.inf": (1, 6),
+    "torch.inference_mode": (1, 9),
     "torch.int32": (1, 0),
     "torch.int64": (1, 0),
     "torch.int8": (1, 0),
@@ -115,10 +121,13 @@ SINCE: dict[str, tuple[int, int]] = {
     "torch.nn.SyncBatchNorm.convert_sync_batchnorm": (1, 1),
     "torch.nn.functional": (1, 0),
     "torch.nn.functional.cosine_similarity": (1, 0),
+    "torch.nn.functional.cross_entropy": (1, 0),
+    "torch.nn.functional.interpolate": (1, 0),
     "torch.nn.functional.linear": (1, 0),
     "torch.nn.functional.log_softmax": (1, 0),
     "torch.nn.functional.normalize": (1, 0),
     "torch.nn.functional.one_hot": (1, 1),
+    "torch.nn.functional.pad": (1, 0),
     "torch.nn.functional.softmax": (1, 0),
     "torch.nn.init.kaiming_normal_": (1, 0),
     "torch.nn.init.trunc_normal_": (1, 7),
@@ -127,19 +136,26 @@ SINCE: dict[str, tuple[int, int]] = {
     "torch.no_grad": (1, 0),
     "torch.nonzero": (1, 0),
     "torch.ones": (1, 0),
+    "torch.ones_like": (1, 0),
     "torch.ops.aten.mm": (1, 0),
     "torch.ops.aten.mm.overloads": (2, 0),
     "torch.optim.AdamW": (1, 2),
+    "torch.optim.LBFGS": (1, 0),
     "torch.optim.Optimizer": (1, 0),
     "torch.optim.SGD": (1, 0),
+    "torch.optim.lr_scheduler.CosineAnnealingLR": (1, 0),
     "torch.randint": (1, 0),
     "torch.randn": (1, 0),
     "torch.randperm": (1, 0),
     "torch.set_float32_matmul_precision": (1, 12),
     "torch.set_num_threads": (1, 0),
     "torch.stack": (1, 0),
+    "torch.std_mean": (1, 2),
     "torch.sum": (1, 0),
+    "torch.tensor": (1, 0),
+    "torch.uint8": (1, 0),
     "torch.unique": (1, 0),
+    "torch.utils.data.Dataset": (1, 0),
     "torch.version.cuda": (1, 0),
     "torch.where": (1, 0),
     "torch.zeros": (1, 0),
@@ -195,13 +211,17 @@ def torch_names(source: str) -> set[str]:
     return names
 
 
+#: Package modules scanned besides what gpu_check imports (with what they import).
+ALSO_SCANNED = {"adasim_ray.evaluation"}
+
+
 def _gpu_path_before_ray() -> tuple[str, set[str]]:
-    """gpu_check.py's text before its ray section, and the package modules that the whole GPU
-    path before Ray imports (transitively)."""
+    """gpu_check.py's text before its ray section, and the package modules that the GPU path
+    before Ray and the evaluation import (transitively)."""
     text = GPU_CHECK.read_text()
     head = text[: text.index(RAY_SECTION)]
     modules = _modules()
-    todo = imports_of("gpu_check", head, modules)
+    todo = imports_of("gpu_check", head, modules) | ALSO_SCANNED
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -230,8 +250,8 @@ def used_names() -> dict[str, set[str]]:
 
 def test_the_path_reaches_engine_methods_and_backbones_and_not_ray():
     _, modules = _gpu_path_before_ray()
-    assert {"adasim_ray.engine.cache", "adasim_ray.backbones",
-            "adasim_ray.methods.step"} <= modules
+    assert {"adasim_ray.engine.cache", "adasim_ray.backbones", "adasim_ray.methods.step",
+            "adasim_ray.evaluation.knn"} <= modules
     assert not any(m.startswith(("adasim_ray.train", "adasim_ray.sweep")) for m in modules)
     for name in modules:
         tree = ast.parse(_modules()[name].read_text())
