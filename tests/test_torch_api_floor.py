@@ -15,8 +15,9 @@ of the torch version that first had it; none may be newer than 2.11, and one new
 What this does not check: methods of tensors and modules (``x.topk``, ``model.to``), the
 keyword arguments of a call (except those in :data:`TRACKED_KEYWORDS`), names reached through
 variables or ``getattr`` (``ieee_fp32_matmul`` sets ``fp32_precision`` that way, behind a
-``hasattr``), torchvision's and timm's APIs, and behaviour that changed between versions. A new torch name on the path
-fails the test until someone looks up its version and adds it to the table.
+``hasattr``), torchvision's and timm's APIs, and behaviour that changed between versions.
+A new torch name on the path fails the test until someone looks up its version and adds it
+to the table.
 """
 
 from __future__ import annotations
