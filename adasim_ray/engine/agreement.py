@@ -139,7 +139,7 @@ class EngineAgreement:
         self.window = RowCounts()
         self.plan = RowCounts()
         self.max_sim_diff = 0.0
-        self.tied_images = torch.zeros(num_images, dtype=torch.bool)
+        self.tied_images = torch.zeros(num_images, dtype=torch.bool, device="cpu")  # on host
 
     def step(self, ids: torch.Tensor, ref: TopK, other: TopK) -> RowCounts:
         """Compare one batch's answers; remember the images whose rows are near-tied."""
