@@ -143,3 +143,44 @@ def test_dummy_method_trains_one_local_mode_epoch(ray_session, dummy_method, tmp
     stored = read_yaml(f"{summary['run_dir']}/config.yaml")
     assert stored["method"] == "dummy" and stored["dummy"] == dataclasses.asdict(DummyConfig())
 
+
+def _names_in_code(source: str) -> set[str]:
+    """Every identifier, imported module and string constant of ``source``, docstrings and
+    comments left out."""
+    import ast
+
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.add(node.name)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings:
+            found.add(node.value)
+    return found
+
+
+def test_nothing_outside_methods_imports_or_names_byol():
+    """BYOL is one file of ``methods/``: no other module of the package (nor the command
+    line) imports it or names it in code."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [p for p in (root / "adasim_ray").rglob("*.py")
+             if "methods" not in p.relative_to(root / "adasim_ray").parts[:1]]
+    files += [root / "launch.py", root / "hubconf.py"]
+    offenders = sorted(str(p.relative_to(root)) for p in files
+                       if any("byol" in name.lower() for name in _names_in_code(p.read_text())))
+    assert not offenders, f"files outside adasim_ray/methods/ that name BYOL: {offenders}"
+    assert "byol" in METHODS  # and yet it is a registered method
