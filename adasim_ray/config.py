@@ -30,6 +30,7 @@ from adasim_ray.configfile import (
 )
 from adasim_ray.data.spec import DEFAULT_SPEC
 from adasim_ray.engine.config import BootstrapConfig
+from adasim_ray.init_weights import InitSection, refuse_weight_kwargs
 from adasim_ray.methods import DEFAULT_METHOD, METHODS
 
 __all__ = ["ConfigError", "PretrainConfig", "config_class", "config_from_dict",
@@ -176,6 +177,9 @@ class PretrainConfig:
             with ``use_bn_in_head``, SimSiam's projector) into SyncBatchNorm, which
             normalises over the global batch, as DINO's and SimSiam's references do. CPU
             workers keep per-rank BatchNorm (SyncBatchNorm needs GPUs).
+        init: weights the backbone starts from (a state dict file, an export, a run, a timm
+            pretrained tag; :class:`adasim_ray.init_weights.InitSection`); by default a
+            random initialisation.
     """
 
     data: str = DEFAULT_SPEC
@@ -197,6 +201,7 @@ class PretrainConfig:
     augment: AugmentSection = field(default_factory=AugmentSection)
     eval: EvalSection = field(default_factory=EvalSection)
     ray: RaySection = field(default_factory=RaySection)
+    init: InitSection = field(default_factory=InitSection)
 
     def replace(self, **changes: Any) -> PretrainConfig:
         return dataclasses.replace(self, **changes)
@@ -291,6 +296,8 @@ def validate(
             f"backbone: unknown {cfg.backbone!r}: not a CPU preset "
             f"({', '.join(CPU_PRESETS)}) and not a timm model name"
         )
+    refuse_weight_kwargs(cfg.backbone_kwargs)
+    cfg.init.validate()
     _positive_int(cfg.epochs, "epochs")
     _positive_int(cfg.batch_size, "batch_size")
     _positive_int(cfg.checkpoint_every, "checkpoint_every")

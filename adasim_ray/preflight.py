@@ -4,7 +4,8 @@ returned as findings. ``adasim-ray check`` prints them all; ``pretrain`` raises 
 
 In order: the training data opens (its size N); the config holds against N and the labels;
 the evaluation splits open and carry the labels the k-NN needs; the views and the backbone
-(its feature dimension d, the cache's width) build; the method builds on the meta device (no
+(its feature dimension d, the cache's width) build; the ``init`` weights, if any, read and
+match that backbone (nothing is loaded); the method builds on the meta device (no
 memory, no initialisation), so that a setting it refuses (a warm-up longer than the run, say)
 is a finding rather than a Train worker's error retried ``ray.max_failures`` times, and its
 checkpoint size is known (``state_bytes``).
@@ -27,6 +28,7 @@ from adasim_ray.augmentations import GlobalViews
 from adasim_ray.config import PretrainConfig, validate
 from adasim_ray.data import ImageSource
 from adasim_ray.errors import AdasimError, ConfigError, DataError, first_line
+from adasim_ray.init_sources import check_init
 from adasim_ray.recipe import (
     build_backbone_for,
     build_model,
@@ -114,6 +116,11 @@ def preflight(cfg: PretrainConfig, *, source: Any = None, world: int | None = No
     except ConfigError as err:
         found.add(first_line(err))
         return found
+    try:  # the init weights read and match the backbone (loaded by the Train workers)
+        check_init(cfg.init, backbone)
+    except ConfigError as err:
+        if first_line(err) not in {f.message for f in found.findings}:  # validate's, once
+            found.add(first_line(err))
     found.state_bytes = _method_state_bytes(cfg, found, world)
     if found.state_bytes is None:  # not sized on the meta device: the backbone, 4 copies
         found.state_bytes = 4 * 4 * sum(p.numel() for p in backbone.parameters())

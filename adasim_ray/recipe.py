@@ -18,6 +18,7 @@ from adasim_ray.backbones import build_backbone
 from adasim_ray.config import PretrainConfig
 from adasim_ray.data import ImageSource, open_source, sample_images
 from adasim_ray.errors import ConfigError, first_line
+from adasim_ray.init_weights import InitWeights, load_weights, refuse_weight_kwargs
 from adasim_ray.methods import build_registered
 
 
@@ -60,7 +61,9 @@ def iters_per_epoch(num_images: int, batch_size: int, world: int) -> int:
 
 def build_backbone_for(cfg: PretrainConfig, views: GlobalViews) -> tuple[nn.Module, int]:
     """The run's backbone at its views' size and channels, with ``backbone_kwargs``; a
-    keyword its constructor refuses is a ConfigError naming it."""
+    keyword its constructor refuses, or one of timm's that loads weights (the ``init``
+    section does), is a ConfigError naming it."""
+    refuse_weight_kwargs(cfg.backbone_kwargs)
     if not cfg.backbone_kwargs:
         return build_backbone(cfg.backbone, image_size=views.size, in_chans=views.channels)
     try:
@@ -72,11 +75,21 @@ def build_backbone_for(cfg: PretrainConfig, views: GlobalViews) -> tuple[nn.Modu
 
 
 def build_model(
-    cfg: PretrainConfig, views: GlobalViews, num_images: int, world: int = 1
+    cfg: PretrainConfig, views: GlobalViews, num_images: int, world: int = 1, *,
+    init: InitWeights | None = None,
 ) -> nn.Module:
-    """The method (student, teacher, heads) of ``cfg`` with its per-iteration schedules."""
+    """The method (student, teacher, heads) of ``cfg`` with its per-iteration schedules.
+
+    ``init`` (the weights ``cfg.init`` names, read by
+    :func:`adasim_ray.init_sources.read_init`) is loaded into the backbone before the method
+    is built around it, so that the student and the teacher both start from it (strictly
+    unless ``init.strict`` is false); the run says how many tensors it loaded. Without it the
+    backbone starts random: the commands that load a checkpoint afterwards pass none.
+    """
     torch.manual_seed(cfg.seed)
     backbone, feat_dim = build_backbone_for(cfg, views)
+    if init is not None:
+        _say(load_weights(backbone, init, cfg.init.strict).lines())
     return build_registered(
         cfg.method,
         backbone,
@@ -86,6 +99,14 @@ def build_model(
         iters_per_epoch=iters_per_epoch(num_images, cfg.batch_size, world),
         batch_size=cfg.batch_size,
     )
+
+
+def _say(lines: list[str]) -> None:
+    """Print once per run: on rank 0 of a process group, or without one."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized() \
+            or torch.distributed.get_rank() == 0:
+        for line in lines:
+            print(line, flush=True)
 
 
 def labels_of(source: ImageSource) -> np.ndarray | None:

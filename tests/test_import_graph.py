@@ -236,9 +236,9 @@ def test_the_modules_of_the_plan_board_and_the_datasets_import_no_torch(module):
 #: The package's layers, lowest first (README, "What is where"): a module imports only from
 #: its own layer or lower ones. A new top-level module or package must be placed here.
 LAYERS = (
-    "errors", "engine", "methods", "data", "backbones", "export", "augmentations", "evaluation",
-    "configfile", "config", "presets", "recipe", "resources", "preflight", "figures", "rundir",
-    "train", "sweep",
+    "errors", "engine", "methods", "data", "backbones", "export", "init_weights",
+    "augmentations", "evaluation", "configfile", "config", "presets", "recipe", "resources",
+    "rundir", "init_sources", "preflight", "figures", "train", "sweep",
     "audit", "visualize", "commands", "cli",
 )
 

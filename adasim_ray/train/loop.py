@@ -48,6 +48,7 @@ from adasim_ray.data import ImageSource
 from adasim_ray.errors import first_line
 from adasim_ray.evaluation.progress import clock
 from adasim_ray.figures.neighbours import GRID_LEGEND, supports_grid
+from adasim_ray.init_sources import read_init
 from adasim_ray.methods import StepOutput, train_step
 from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
 from adasim_ray.rundir.checkpoint import (
@@ -193,7 +194,7 @@ def start_worker(plan: WorkerPlan) -> Worker:
 
     source = open_train_source(cfg)
     views = make_views(cfg, source)
-    method = build_model(cfg, views, plan.num_images, world)
+    method = build_model(cfg, views, plan.num_images, world, init=read_init(cfg.init))
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = method.build_optimizer()
