@@ -1,8 +1,9 @@
 """``adasim-ray`` (the installed command; ``python launch.py`` in a checkout): the command line
 of adasim-ray.
 
-    adasim-ray pretrain [--config YAML] [--data SPEC] [--epochs N] [--output DIR]
-                        [--set key=value ...] [--resume RUN_DIR [--force]]
+    adasim-ray pretrain [--config YAML | --preset NAME] [--data SPEC] [--epochs N]
+                        [--output DIR] [--set key=value ...] [--name NAME]
+                        [--resume RUN_DIR [--force]]
     adasim-ray eval (--checkpoint CKPT | --random-init BACKBONE | --raw-pixels) --data SPEC
                     [--linear-protocol probe|dino] [--json]
     adasim-ray prepare FOLDER OUT_DIR [--rows-per-shard N] [--skip-corrupt]
@@ -78,6 +79,12 @@ def _add_pretrain(sub: Any) -> None:
     add_set_argument(p, "adasim.tau=0.3")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument(
+        "--name", default=os.environ.get("ADASIM_RUN_NAME") or None,
+        help="the run's name (also ADASIM_RUN_NAME): its directory is OUTPUT/NAME (or "
+             "ray.storage_path/NAME); the run starts there, or resumes its checkpoint, or says "
+             "it is finished. The same command line, run again after any failure (a "
+             "scheduler's requeue), continues the run")
+    p.add_argument(
         "--force",
         action="store_true",
         help="resume even if key settings differ from the checkpoint's",
@@ -132,13 +139,18 @@ def _add_eval(sub: Any) -> None:
 
 def _add_prepare(sub: Any) -> None:
     r = sub.add_parser("prepare", help="convert an image folder to Parquet shards")
-    r.add_argument("folder", help="image folder (class sub-folders; train/ and test/ or one split)")
+    r.add_argument("folder", help="image folder (class sub-folders or loose images; train/ and "
+                   "test/ or one split)")
     r.add_argument("out_dir", help="output directory (must be empty or absent)")
     r.add_argument("--rows-per-shard", type=int, default=1000, help="images per shard file")
     r.add_argument("--rows-per-group", type=int, default=ROWS_PER_GROUP,
                    help="images per row group, the unit of a random read (default "
                         f"{ROWS_PER_GROUP}: benchmarks/parquet_access.py measures it)")
     r.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
+    r.add_argument("--labels", choices=("auto", "none"), default="auto",
+                   help="auto: class sub-folders are labels, loose images unlabelled (default); "
+                        "none: sub-folders are not classes, every image below is unlabelled "
+                        "(as data_labels: none)")
     r.set_defaults(handler="adasim_ray.commands.prepare:cmd_prepare")
 
 

@@ -44,12 +44,16 @@ class AugmentSection:
     Attributes:
         image_size: side of the crops; None = the data set's native size when its images
             share one, else 224.
+        max_image_size: at most this side when ``image_size`` is None (None = no cap): the
+            ``cpu`` preset's 64 px keeps an epoch of 10k photos within minutes on a laptop;
+            smaller native images keep their size.
         crop_scale: RandomResizedCrop scale range; the paper uses (0.25, 1).
         flip: horizontal flips; None = the data set's choice (off where mirroring changes an
             image's meaning, as for handwritten digits; on otherwise).
     """
 
     image_size: int | None = None
+    max_image_size: int | None = None
     crop_scale: tuple[float, float] = (0.25, 1.0)
     flip: bool | None = None
 
@@ -144,7 +148,14 @@ class PretrainConfig:
     Attributes:
         data: training data set, a spec of ``adasim_ray.data.spec`` (a built-in name or
             ``KIND:PATH``).
-        eval_data: evaluation data set; None = the test split of ``data``.
+        data_labels: ``auto``: class sub-folders (or a Parquet ``label`` column) are the
+            training images' labels, and a folder of loose images is unlabelled; ``none``:
+            the training data's labels are not used (a nested folder whose sub-folders are
+            not classes: every image below it is one image). AdaSim needs no labels; without
+            them the run logs loss, bootstrapping ratio and the collapse monitors, and skips
+            the k-NN (unless ``eval_data`` is a labelled data set).
+        eval_data: evaluation data set; None = the test split of ``data`` (none for
+            unlabelled training data: the k-NN is skipped).
         limit_images: train on this many images only (None = all): a random sample,
             stratified by class, drawn with ``subset_seed`` (``adasim_ray.data.subset``);
             CPU-sized runs.
@@ -170,9 +181,9 @@ class PretrainConfig:
             ``off``; ``fp16``: autocast to float16 with a GradScaler (the loss is scaled, a
             step whose gradients overflow is skipped and the scale lowered), as DINO's
             ``--use_fp16``; ``bf16``: autocast to bfloat16 without a scaler (float32's range;
-            Ampere GPUs or newer). Weights, optimiser state, gradients' clipping and the
-            cache's features stay float32. ``true`` / ``false`` (older configs) mean
-            ``fp16`` / ``off``.
+            Ampere GPUs or newer); ``auto``: ``bf16`` where the worker's GPU supports it, else
+            ``fp16``. Weights, optimiser state, gradients' clipping and the cache's features
+            stay float32. ``true`` / ``false`` (older configs) mean ``fp16`` / ``off``.
         sync_bn: under DDP on GPUs, turn every BatchNorm (ResNet backbones, a DINO head
             with ``use_bn_in_head``, SimSiam's projector) into SyncBatchNorm, which
             normalises over the global batch, as DINO's and SimSiam's references do. CPU
@@ -183,6 +194,7 @@ class PretrainConfig:
     """
 
     data: str = DEFAULT_SPEC
+    data_labels: Literal["auto", "none"] = "auto"
     eval_data: str | None = None
     limit_images: int | None = None
     subset_seed: int = 0
@@ -195,7 +207,7 @@ class PretrainConfig:
     checkpoint_every: int = 1
     skip_corrupt: bool = False
     parquet_cache_mb: int | None = None
-    amp: Literal["off", "fp16", "bf16"] | bool = "off"
+    amp: Literal["off", "fp16", "bf16", "auto"] | bool = "off"
     sync_bn: bool = True
     adasim: BootstrapConfig = field(default_factory=BootstrapConfig)
     augment: AugmentSection = field(default_factory=AugmentSection)
@@ -208,7 +220,8 @@ class PretrainConfig:
 
     @property
     def amp_mode(self) -> str:
-        """``amp`` as ``off``, ``fp16`` or ``bf16`` (older configs' booleans mapped)."""
+        """``amp`` as ``off``, ``fp16``, ``bf16`` or ``auto`` (older configs' booleans
+        mapped); a GPU worker resolves ``auto`` (``train/loop.py``)."""
         if isinstance(self.amp, bool):
             return "fp16" if self.amp else "off"
         return self.amp
@@ -317,6 +330,7 @@ def validate(
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.crop_scale: need 0 < min <= max <= 1, got {(lo, hi)}")
     _positive_int(cfg.augment.image_size, "augment.image_size", 4)
+    _positive_int(cfg.augment.max_image_size, "augment.max_image_size", 4)
     e = cfg.eval
     _positive_int(e.knn_every, "eval.knn_every", 0)
     _positive_int(e.knn_k, "eval.knn_k")

@@ -3,7 +3,8 @@ returned as findings. ``adasim-ray check`` prints them all; ``pretrain`` raises 
 (``Preflight.raise_first``), in one line, before it writes anything.
 
 In order: the training data opens (its size N); the config holds against N and the labels;
-the evaluation splits open and carry the labels the k-NN needs; the views and the backbone
+the evaluation splits open and carry the labels the k-NN needs (unlabelled training data
+without ``eval_data`` has no k-NN: ``no_eval`` says so, no finding); the views and the backbone
 (its feature dimension d, the cache's width) build; the ``init`` weights, if any, read and
 match that backbone (nothing is loaded); the method builds on the meta device (no
 memory, no initialisation), so that a setting it refuses (a warm-up longer than the run, say)
@@ -32,12 +33,13 @@ from adasim_ray.init_sources import check_init
 from adasim_ray.recipe import (
     build_backbone_for,
     build_model,
+    evaluates,
     make_views,
     open_eval_source,
     open_train_source,
 )
 
-__all__ = ["EVAL_ROLES", "Finding", "Preflight", "preflight"]
+__all__ = ["EVAL_ROLES", "Finding", "Preflight", "preflight", "recipe_line"]
 
 #: The evaluation splits and their roles in the k-NN.
 EVAL_ROLES = {"train": "k-NN memory", "test": "k-NN queries"}
@@ -62,6 +64,11 @@ class Preflight:
     views: GlobalViews | None = None
     feat_dim: int | None = None
     state_bytes: int | None = None  # None: the meta device could not build the method
+    no_eval: str | None = None  # why the run has no k-NN to run (unlabelled data), or None
+
+    @property
+    def evaluates(self) -> bool:
+        return self.no_eval is None
 
     @property
     def num_images(self) -> int | None:
@@ -106,7 +113,10 @@ def preflight(cfg: PretrainConfig, *, source: Any = None, world: int | None = No
         validate(cfg, found.num_images, labelled=labelled)
     except ConfigError as err:
         found.add(first_line(err))
-    if not planned and (source is not None or cfg.eval_data is not None):
+    if not planned and source is not None and not evaluates(cfg, source):
+        found.no_eval = (f"k-NN skipped: {source.name} is unlabelled and there is no "
+                         "eval_data (set eval_data to a labelled data set to run it)")
+    elif not planned and (source is not None or cfg.eval_data is not None):
         _check_eval(cfg, found)
     if source is None:
         return found
@@ -157,3 +167,33 @@ def _method_state_bytes(cfg: PretrainConfig, found: Preflight,
     except (NotImplementedError, RuntimeError):
         return None  # an op the meta device lacks: the Train workers build it for real
     return int(method.state_bytes())
+
+
+def recipe_line(cfg: PretrainConfig, found: Preflight) -> str:
+    """One line on what the run trains: method and mode, backbone and view size (and why
+    that size), epochs, the batch per worker and in all, the workers and their GPUs.
+
+    Examples:
+        >>> from adasim_ray.config import load_config
+        >>> cfg = load_config(None, ["data=digits", "epochs=2", "dino.warmup_epochs=1"])
+        >>> recipe_line(cfg, preflight(cfg)).split(", 2 epochs")[0]
+        "dino + adasim on vit_tiny_cpu, views of 8 px (the images' own size)"
+    """
+    assert found.views is not None and found.source is not None
+    workers = max(cfg.ray.num_workers, 1)
+    native = found.source.native_size
+    size = found.views.size
+    if cfg.augment.image_size is not None:
+        why = "augment.image_size"
+    elif native is not None and size == native:
+        why = "the images' own size"
+    elif cfg.augment.max_image_size is not None and size == cfg.augment.max_image_size:
+        why = (f"the images' {native} px" if native else "images of mixed sizes") \
+            + " capped by augment.max_image_size"
+    else:
+        why = "images of mixed sizes"
+    gpus = (f", {workers * cfg.ray.gpus_per_worker:g} GPU(s)" if cfg.ray.use_gpu
+            else ", no GPU")
+    return (f"{cfg.method} + {cfg.adasim.mode} on {cfg.backbone}, views of {size} px ({why}), "
+            f"{cfg.epochs} epochs, batch {cfg.batch_size // workers} per worker "
+            f"({cfg.batch_size} in all), {workers} worker(s){gpus}")

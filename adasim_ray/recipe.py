@@ -26,8 +26,14 @@ def open_train_source(cfg: PretrainConfig) -> ImageSource:
     """The training split of ``cfg.data``, a stratified sample of ``cfg.limit_images`` of
     its images when set (the same images in every run and rank: ``subset_seed``)."""
     source = open_source(cfg.data, "train", skip_corrupt=cfg.skip_corrupt,
-                         cache_mb=cfg.parquet_cache_mb)
+                         cache_mb=cfg.parquet_cache_mb, labels=cfg.data_labels != "none")
     return sample_images(source, cfg.limit_images, cfg.subset_seed)
+
+
+def evaluates(cfg: PretrainConfig, train: ImageSource) -> bool:
+    """Whether the run has a k-NN to run: a labelled ``eval_data``, or labelled training
+    data (whose test split is then the queries)."""
+    return cfg.eval_data is not None or train.labels is not None
 
 
 def open_eval_sources(cfg: PretrainConfig) -> tuple[ImageSource, ImageSource]:
@@ -45,11 +51,21 @@ def open_eval_source(cfg: PretrainConfig, split: str) -> ImageSource:
     return sample_images(source, limit, cfg.subset_seed, setting=f"eval.max_{split}")
 
 
+def view_size(cfg: PretrainConfig, source: ImageSource) -> int:
+    """The views' side: ``augment.image_size``, else the images' shared size (224 when they
+    vary) capped at ``augment.max_image_size``."""
+    if cfg.augment.image_size is not None:
+        return cfg.augment.image_size
+    size = source.native_size or 224
+    cap = cfg.augment.max_image_size
+    return size if cap is None else min(size, cap)
+
+
 def make_views(cfg: PretrainConfig, source: ImageSource) -> GlobalViews:
     overrides: dict[str, Any] = {"crop_scale": tuple(cfg.augment.crop_scale)}
     if cfg.augment.flip is not None:
         overrides["flip"] = cfg.augment.flip
-    return GlobalViews.for_source(source, cfg.augment.image_size, **overrides)
+    return GlobalViews.for_source(source, view_size(cfg, source), **overrides)
 
 
 def iters_per_epoch(num_images: int, batch_size: int, world: int) -> int:

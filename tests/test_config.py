@@ -103,8 +103,8 @@ def test_amp_modes_and_older_booleans(value, mode):
 
 
 def test_bad_amp_and_sync_bn_name_the_field():
-    with pytest.raises(ConfigError, match=r"^amp: must be one of \['off', 'fp16', 'bf16'\]; "
-                                          r"or expected true or false; got 'fp8'$"):
+    with pytest.raises(ConfigError, match=r"^amp: must be one of \['off', 'fp16', 'bf16', "
+                                          r"'auto'\]; or expected true or false; got 'fp8'$"):
         load_config(None, ["amp=fp8"])
     with pytest.raises(ConfigError, match="^sync_bn: "):
         load_config(None, ["sync_bn=sometimes"])

@@ -42,7 +42,7 @@ from adasim_ray.config import load_config
 from adasim_ray.data import describe
 from adasim_ray.engine.cache import QUERY_CHUNK_ROWS
 from adasim_ray.errors import ConfigError, UserError, first_line
-from adasim_ray.preflight import EVAL_ROLES, preflight
+from adasim_ray.preflight import EVAL_ROLES, preflight, recipe_line
 from adasim_ray.recipe import make_views
 from adasim_ray.resources.cluster_yaml import BOOTSTRAP_CONFIG, cluster_yaml_nodes
 from adasim_ray.resources.memory import (
@@ -95,6 +95,15 @@ def run_check(args: argparse.Namespace) -> int:
     for split, sample in found.eval_sources.items():
         report[f"eval_{split}_images"] = len(sample)
         print(f"[check] eval data ({EVAL_ROLES[split]}): {describe(sample)}")
+    if found.no_eval is not None:
+        report["knn"] = False
+        print(f"[check] {found.no_eval}")
+    if found.views is not None:
+        workers = max(cfg.ray.num_workers, 1)
+        per = "GPU" if cfg.ray.use_gpu else "worker"
+        report["batch_per_worker"] = cfg.batch_size // workers
+        print(f"[check] recipe: {recipe_line(cfg, found)}; {cfg.batch_size // workers} images "
+              f"per {per} and step")
     if found.state_bytes is not None:
         report["method_state_bytes"] = found.state_bytes
         print(f"[check] method: {cfg.method} builds; its state in a checkpoint (networks and "

@@ -80,6 +80,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           setting="--max-train")
     test = sample_images(open_source(args.data, "test"), args.max_test, args.subset_seed,
                          setting="--max-test")
+    for part in (train, test):
+        if part.labels is None:
+            raise UserError(f"--data: {part.name} has no labels, and k-NN, the linear probe "
+                            "and few-shot all need them; evaluate on a labelled data set")
     print(f"[eval] memory / probe training: {describe(train)}", flush=True)
     print(f"[eval] queries: {describe(test)}", flush=True)
     device = _device(args.device)

@@ -15,6 +15,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         rows_per_shard=args.rows_per_shard,
         rows_per_group=args.rows_per_group,
         skip_corrupt=args.skip_corrupt,
+        labels=args.labels != "none",
     )
     print(json.dumps(summary))
     return 0

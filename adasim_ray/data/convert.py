@@ -112,6 +112,7 @@ def convert_folder_to_parquet(
     *,
     skip_corrupt: bool = False,
     rows_per_group: int = ROWS_PER_GROUP,
+    labels: bool = True,
 ) -> dict[str, Any]:
     """Write the splits of an image folder as Parquet shards.
 
@@ -129,6 +130,9 @@ def convert_folder_to_parquet(
         rows_per_group: images per row group, the unit of a random read
             (:data:`~adasim_ray.data.parquet.ROWS_PER_GROUP`).
         skip_corrupt: leave out images that do not decode instead of failing.
+        labels: False: the sub-folders are not classes (every image below a split is one
+            unlabelled image; the shards' ``label`` column is null), as ``data_labels:
+            none``. A folder of loose images is unlabelled either way.
 
     Returns:
         ``{"source", "out_dir", "classes", "splits": {split: {"images", "shards",
@@ -169,7 +173,8 @@ def convert_folder_to_parquet(
     single = layout == {"train": root}
     # Open (and check) every split before writing anything.
     sources = {
-        split: FolderSource(root, split, skip_corrupt=skip_corrupt, spec=spec) for split in layout
+        split: FolderSource(root, split, skip_corrupt=skip_corrupt, spec=spec, labels=labels)
+        for split in layout
     }
     if not skip_corrupt:
         for source in sources.values():

@@ -11,6 +11,9 @@ a single split (see :mod:`adasim_ray.data.layout`). Inside a split folder:
   (class id, path inside the class folder), so it is the same on every machine.
 * A split folder holding only loose images (no class sub-folders) is an unlabelled data set
   (``labels`` is ``None``); one mixing loose images and class folders is an error.
+* With ``labels=False`` (the config's ``data_labels: none``) the sub-folders are not classes:
+  every image anywhere below the split folder is one unlabelled image (a nested folder of
+  photos by date, say), in sorted path order.
 
 Images are decoded lazily in :meth:`FolderSource.load`, always to RGB (:mod:`decode`).
 ``native_size`` is the side of the images when a sample of their headers is all one square
@@ -80,6 +83,7 @@ class FolderSource(ImageSource):
         skip_corrupt: decode every file now and leave out those that fail (listed in
             ``skipped``) instead of raising when one is loaded.
         spec: the spec string for messages and ``name``; default ``"folder:<path>"``.
+        labels: False: sub-folders are not classes, every image below is unlabelled.
 
     Attributes:
         files: absolute path of each image, position = data set index.
@@ -100,19 +104,20 @@ class FolderSource(ImageSource):
         *,
         skip_corrupt: bool = False,
         spec: str | None = None,
+        labels: bool = True,
     ) -> None:
         spec = spec or f"folder:{path}"
         self.name = f"{spec}:{split}"
         self.root = existing_root(spec, path)
         self.split_dir = resolve_split(self.root, split, spec)
 
-        classes = _visible_dirs(self.split_dir)
+        classes = _visible_dirs(self.split_dir) if labels else []
         loose = [
             entry.name
             for entry in os.scandir(self.split_dir)
             if entry.is_file() and _is_image(entry.name)
         ]
-        if classes and loose:
+        if labels and classes and loose:
             raise DataError(
                 f"{self.name}: {self.split_dir} mixes loose images (e.g. {loose[0]}) with "
                 "class sub-folders; move the images into their class folders"
@@ -128,7 +133,8 @@ class FolderSource(ImageSource):
                 labels.extend([class_id[name]] * len(found))
             self.class_names = tuple(all_classes)
         else:
-            files = [str(self.split_dir / f) for f in sorted(loose)]
+            files = (list_images(self.split_dir) if not labels
+                     else [str(self.split_dir / f) for f in sorted(loose)])
             self.class_names = None
         if not files:
             raise DataError(

@@ -90,7 +90,8 @@ def parse_spec(spec: str) -> DataSpec:
 
 
 def open_source(
-    spec: str, split: str = "train", *, skip_corrupt: bool = False, cache_mb: int | None = None
+    spec: str, split: str = "train", *, skip_corrupt: bool = False, cache_mb: int | None = None,
+    labels: bool = True,
 ) -> ImageSource:
     """Open ``split`` of the data set named by ``spec``.
 
@@ -102,6 +103,8 @@ def open_source(
             In-memory data sets (mnist, digits) cannot hold a corrupt image and ignore it.
         cache_mb: Parquet only: the row groups one process keeps, in MiB (None: the
             default of :mod:`adasim_ray.data.parquet`).
+        labels: False opens the images without their labels (a folder's sub-folders are
+            then not classes: every image below is one image).
 
     Raises:
         DataError: bad spec or split, missing path, no images, bad shards; the message is
@@ -117,10 +120,16 @@ def open_source(
         raise DataError(f"{spec}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     cls = source_class(parsed.kind)
     if parsed.path is None:
-        return cls(split)  # type: ignore[call-arg]
-    options = {} if cache_mb is None or parsed.kind != "parquet" else {
-        "cache_bytes": int(cache_mb) << 20}
-    return cls(  # type: ignore[call-arg]
-        parsed.path, split, skip_corrupt=skip_corrupt, spec=f"{parsed.kind}:{parsed.path}",
-        **options,
-    )
+        source = cls(split)  # type: ignore[call-arg]
+    else:
+        options: dict[str, object] = {} if cache_mb is None or parsed.kind != "parquet" else {
+            "cache_bytes": int(cache_mb) << 20}
+        if parsed.kind == "folder":
+            options["labels"] = labels
+        source = cls(  # type: ignore[call-arg]
+            parsed.path, split, skip_corrupt=skip_corrupt, spec=f"{parsed.kind}:{parsed.path}",
+            **options,
+        )
+    if not labels:  # the images only: nothing downstream sees a class
+        source.labels, source.num_classes, source.class_names = None, None, None
+    return source

@@ -36,6 +36,7 @@ class WorkerPlan:
         stop_after: end after this many epochs as if interrupted (None: run them all).
         faults: the ``ADASIM_FAULT`` spec to inject (``train/faults.py``), or None.
         tensorboard: write TensorBoard events (rank 0).
+        evaluate: run the online k-NN (False: unlabelled data without ``eval_data``).
     """
 
     config: PretrainConfig
@@ -50,6 +51,7 @@ class WorkerPlan:
     stop_after: int | None = None
     faults: str | None = None
     tensorboard: bool = True
+    evaluate: bool = True
 
     def __post_init__(self) -> None:
         if self.num_images < 1:

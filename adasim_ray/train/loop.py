@@ -101,12 +101,13 @@ class Worker:
     scaler: torch.amp.GradScaler | None
     amp_dtype: torch.dtype | None
     faults: FaultInjector
-    eval_sources: tuple[ImageSource, ImageSource]
+    eval_sources: tuple[ImageSource, ImageSource] | None  # None: no k-NN (unlabelled data)
     cache: ShardedCache | None = None
     board: Any = None
     metrics_log: MetricsLog | None = None
     tensorboard: RunBoard | None = None
     train_source: ImageSource | None = None
+    distinct_partners: float | None = None  # share of images that are some image's partner
     # the float32 views of the last step, rewritten in place by the next (GlobalViews.normalize)
     view_buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
 
@@ -198,12 +199,13 @@ def start_worker(plan: WorkerPlan) -> Worker:
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = method.build_optimizer()
-    amp = cfg.amp_mode if device.type == "cuda" else "off"
+    amp = resolve_amp(cfg.amp_mode, device)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
     model = ray.train.torch.prepare_model(method)
     worker = Worker(cfg, plan, rank, world, device, views, method, model, optimizer,
-                    scaler, amp_dtype, FaultInjector([], plan.run_dir), open_eval_sources(cfg))
+                    scaler, amp_dtype, FaultInjector([], plan.run_dir),
+                    open_eval_sources(cfg) if plan.evaluate else None)
     if rank == 0:
         worker.cache = ShardedCache.by_name(plan.run_name, cfg.ray.cache_shards,
                                             cfg.adasim.topk)
@@ -213,6 +215,16 @@ def start_worker(plan: WorkerPlan) -> Worker:
         worker.metrics_log = MetricsLog(plan.run_dir)
         worker.train_source = source  # Fig. 1's images
     return worker
+
+
+def resolve_amp(mode: str, device: torch.device) -> str:
+    """The step's mixed precision on ``device``: off on a CPU; ``auto`` is bf16 where the GPU
+    supports it (Ampere or newer), else fp16."""
+    if device.type != "cuda":
+        return "off"
+    if mode == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return mode
 
 
 def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
@@ -287,7 +299,10 @@ def publish_plan(worker: Worker, epoch: int) -> None:
     """Rank 0 puts the epoch's partner plan on the plan board, where the fetch tasks of every
     rank read it; no rank starts the epoch before it is there."""
     if worker.cache is not None:
-        plan_ref = ray.put(worker.cache.partners())
+        plan = worker.cache.partners()
+        # a collapse monitor that needs no labels: partners all alike is a collapsed space
+        worker.distinct_partners = len(np.unique(plan)) / max(len(plan), 1)
+        plan_ref = ray.put(plan)
         ray.get(worker.board.publish.remote(epoch, [plan_ref]))
     _barrier(worker.world)
 
@@ -379,6 +394,7 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
         "gpu_mem_peak_gb": (torch.cuda.max_memory_allocated(worker.device) / 1e9
                             if worker.device.type == "cuda" else None),
         **{k: plan_metrics[k] for k in ("bootstrap_ratio", "nn_top1", "nn2_top1")},
+        "distinct_partners": worker.distinct_partners,
     }
 
 
@@ -425,6 +441,8 @@ def evaluate_epoch(worker: Worker, epoch: int) -> dict[str, Any] | None:
     linear probe and few-shot join it), spread over all ranks; the result on rank 0."""
     cfg = worker.cfg
     final = epoch + 1 == cfg.epochs
+    if worker.eval_sources is None:
+        return None  # unlabelled data: the run said so at start
     if not (final or (cfg.eval.knn_every and (epoch + 1) % cfg.eval.knn_every == 0)):
         return None
     return online_evaluation(

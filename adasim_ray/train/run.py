@@ -28,7 +28,7 @@ from ray.train.torch import TorchTrainer
 
 from adasim_ray.config import ConfigError, PretrainConfig, dump_config
 from adasim_ray.data import ImageSource, describe, fingerprint
-from adasim_ray.preflight import EVAL_ROLES, preflight
+from adasim_ray.preflight import EVAL_ROLES, preflight, recipe_line
 from adasim_ray.recipe import labels_of
 from adasim_ray.resources.memory import bootstrap_memory, human_bytes, shard_ram_bytes
 from adasim_ray.resources.placement import (
@@ -56,6 +56,7 @@ from adasim_ray.rundir.layout import (
     split,
     write_text,
 )
+from adasim_ray.rundir.lease import RunLease
 from adasim_ray.rundir.metrics import MetricsLog
 from adasim_ray.train.allocator import allocator_env
 from adasim_ray.train.board import create_plan_board
@@ -184,6 +185,7 @@ class RunPlan:
     faults: str | None
     shard_ram: int = 0  # bytes of RAM each cache shard actor reserves (Ray's ``memory``)
     pair_bytes: int = 0  # bytes of a training pair's two uint8 views (Ray Data's block size)
+    evaluates: bool = True  # a k-NN to run (labelled data or eval_data)
 
     @property
     def run_dir(self) -> str:
@@ -209,22 +211,28 @@ def pretrain(
     """
     t_start = time.perf_counter()
     plan = plan_run(cfg, output, resume=resume, force=force, run_name=run_name)
-    init_ray(cfg)
-    check_placeable(cfg, joined=True)
-    t_ray = time.perf_counter()
-    actors = start_bootstrap_actors(cfg, plan)
-    trainer = build_trainer(cfg, plan, log_every=log_every, stop_after=stop_after,
-                            callbacks=callbacks)
+    lease = RunLease.acquire(plan.run_dir)  # one driver per run, before it writes anything
     try:
-        result = trainer.fit()
-    except Exception as err:  # local mode raises the loop's error directly
-        raise stop_error(err, cfg, plan) from err
+        write_text(join(plan.run_dir, CONFIG), dump_config(cfg))
+        print(f"[adasim] run directory: {plan.run_dir}", flush=True)
+        init_ray(cfg)
+        check_placeable(cfg, joined=True)
+        t_ray = time.perf_counter()
+        actors = start_bootstrap_actors(cfg, plan)
+        trainer = build_trainer(cfg, plan, log_every=log_every, stop_after=stop_after,
+                                callbacks=callbacks)
+        try:
+            result = trainer.fit()
+        except Exception as err:  # local mode raises the loop's error directly
+            raise stop_error(err, cfg, plan) from err
+        finally:
+            for handle in actors:
+                ray.kill(handle)
+        if result.error is not None:
+            raise stop_error(result.error, cfg, plan) from result.error
+        return write_summary(plan, result, startup_s=t_ray - t_start, t_start=t_start)
     finally:
-        for handle in actors:
-            ray.kill(handle)
-    if result.error is not None:
-        raise stop_error(result.error, cfg, plan) from result.error
-    return write_summary(plan, result, startup_s=t_ray - t_start, t_start=t_start)
+        lease.release()
 
 
 def stop_error(err: BaseException, cfg: PretrainConfig, plan: RunPlan) -> Exception:
@@ -245,16 +253,21 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     """Everything that can fail before any Ray work, in one line each: the pre-flight
     (``adasim_ray/preflight.py``: the config against the data set, its labels, the method),
     the resources, the fault hooks, a resumed run's checkpoint, the storage and its room for
-    checkpoints. Writes the run's ``config.yaml``."""
+    checkpoints. Writes nothing: ``pretrain`` takes the run's lease, then writes its
+    ``config.yaml``."""
     found = preflight(cfg)
     found.raise_first()
     source, views = found.source, found.views
     assert source is not None and views is not None and found.feat_dim is not None
     num_images, feat_dim, state_bytes = len(source), found.feat_dim, found.state_bytes or 0
     check_placeable(cfg)
+    print(f"[adasim] recipe: {recipe_line(cfg, found)}", flush=True)
     print(f"[adasim] train: {describe(source)}; views of {views.size} px", flush=True)
     for part, role in EVAL_ROLES.items():
-        print(f"[adasim] {role}: {describe(found.eval_sources[part])}", flush=True)
+        if part in found.eval_sources:
+            print(f"[adasim] {role}: {describe(found.eval_sources[part])}", flush=True)
+    if found.no_eval is not None:
+        print(f"[adasim] {found.no_eval}", flush=True)
     settings = key_settings(cfg, num_images, feat_dim, fingerprint(source))
     faults = fault_spec()
     if resume is not None:
@@ -266,11 +279,10 @@ def plan_run(cfg: PretrainConfig, output: str, *, resume: str | None, force: boo
     shard_ram = shard_ram_bytes(cfg, num_images, feat_dim)
     pair_bytes = 2 * views.channels * views.size**2  # the anchor's and partner's views
     plan = RunPlan(source, num_images, feat_dim, settings, storage, run_name, faults, shard_ram,
-                   pair_bytes)
+                   pair_bytes, found.evaluates)
     check_storage(plan.run_dir, checkpoint_bytes(cfg, num_images, feat_dim, state_bytes))
     shard_bytes = bootstrap_memory(cfg, num_images, feat_dim)["all_shards"]
     check_staging(state_bytes + shard_bytes // max(cfg.ray.cache_shards, 1))
-    write_text(join(plan.run_dir, CONFIG), dump_config(cfg))
     return plan
 
 
@@ -375,6 +387,7 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
         log_every=log_every,
         stop_after=stop_after,
         faults=plan.faults,
+        evaluate=plan.evaluates,
     )
     return TorchTrainer(
         functools.partial(train_loop_per_worker, worker_plan),
@@ -410,6 +423,7 @@ def write_summary(plan: RunPlan, result: Any, *, startup_s: float,
         "num_images": plan.num_images,
         "feat_dim": plan.feat_dim,
         "epochs": len(rows),
+        "evaluates": plan.evaluates,
         "final": rows[-1] if rows else {},
         "startup_s": startup_s,
         "wall_s": time.perf_counter() - t_start,

@@ -85,7 +85,9 @@ def test_native_size_from_headers(tmp_path):
 
 def test_demo_sizing_stays_with_the_demo_data(tmp_path, capsys):
     root = _class_sorted_folder(tmp_path / "imgs", 4, {"train": 5, "test": 2})
-    args = argparse.Namespace(set=None, data=f"folder:{root}", config=None, resume=None)
+    # --preset demo on other data (without --preset, such data picks the cpu preset)
+    args = argparse.Namespace(set=None, data=f"folder:{root}", config=None, resume=None,
+                              preset="demo")
     cfg = load_config(default_config_path(), config_overrides(args))
     assert cfg.limit_images is None and cfg.eval.max_train is None and cfg.eval.max_test is None
     assert tuple(cfg.augment.crop_scale) == (0.25, 1.0)
@@ -93,5 +95,5 @@ def test_demo_sizing_stays_with_the_demo_data(tmp_path, capsys):
     assert "limit_images" in capsys.readouterr().out
     args.set = ["limit_images=7"]  # the user's own limit wins
     assert load_config(default_config_path(), config_overrides(args)).limit_images == 7
-    demo = argparse.Namespace(set=None, data=None, config=None, resume=None)
+    demo = argparse.Namespace(set=None, data=None, config=None, resume=None, preset=None)
     assert load_config(default_config_path(), config_overrides(demo)).limit_images == 3000
