@@ -148,9 +148,12 @@ class DINOHead(nn.Module):
         self._register_load_state_dict_pre_hook(_dino_mlp_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_dim) -> (B, out_dim) logits, before any temperature."""
+        """(B, in_dim) -> (B, out_dim) logits, before any temperature; the last layer in
+        float32 even under autocast (the sharpening by T_t = 0.04 would magnify bf16's
+        rounding of the logits 25 times)."""
         x = F.normalize(self.mlp(x), dim=-1, p=2)
-        return self.last_layer(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.last_layer(x.float())
 
 
 def _dino_mlp_keys(state: dict[str, Any], prefix: str, *_: Any) -> None:

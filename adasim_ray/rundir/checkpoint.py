@@ -151,9 +151,24 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if text is None:
         raise CheckpointError(f"{directory}: no {META}: the save was interrupted (not loadable)")
     try:
-        return json.loads(text)
+        meta = json.loads(text)
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{join(str(directory), META)}: unreadable ({err})") from None
+    names = [*meta.get("files", {}), *(path for path, _ in meta.get("shard_files", []))]
+    for name in names:
+        if not _inside(str(name)):
+            raise CheckpointError(f"{join(str(directory), META)}: lists {name!r}, a file "
+                                  "outside the run directory: not loaded")
+    return meta
+
+
+def _inside(name: str) -> bool:
+    """Whether a file name that ``meta.json`` lists stays inside its directory: relative,
+    no ``..`` segment, no URI, no drive or home prefix (a tampered or foreign meta.json
+    must not make a resume read elsewhere)."""
+    parts = name.replace("\\", "/").split("/")
+    return (bool(name) and not name.startswith(("/", "~")) and "://" not in name
+            and ":" not in parts[0] and ".." not in parts and "" not in parts)
 
 
 def verify(directory: str | Path, run_dir: str | None = None) -> dict[str, Any]:
@@ -341,3 +356,49 @@ def keep_checkpoint(
     for old in sorted(run_dir.glob("checkpoint_epoch_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state a resume needs, as tensors and numbers (``weights_only`` loads them):
+    torch's CPU generator, each CUDA device's, numpy's global generator and Python's."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": int(version), "internal": torch.tensor(internal,
+                                                                      dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+
+
+def restore_rng(state: Any) -> None:
+    """Put back what :func:`rng_state` saved (a checkpoint from before it holds torch's CPU
+    state alone, as a tensor; CUDA states are restored on as many devices as both have)."""
+    import random
+
+    import numpy as np
+
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        devices = min(len(cuda), torch.cuda.device_count())
+        for device in range(devices):
+            torch.cuda.set_rng_state(cuda[device], device)
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["cached"]))
+    if "python" in state:
+        p = state["python"]
+        random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()),
+                         p["gauss_next"]))

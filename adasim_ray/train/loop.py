@@ -58,6 +58,8 @@ from adasim_ray.rundir.checkpoint import (
     prune_shard_files,
     read_checkpoint,
     read_meta,
+    restore_rng,
+    rng_state,
     shard_uris,
     write_checkpoint,
 )
@@ -72,6 +74,7 @@ from adasim_ray.train.failures import user_error
 from adasim_ray.train.faults import FaultInjector, parse_faults
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
+from adasim_ray.train.speed import configure_gpu
 from adasim_ray.train.tensorboard import RunBoard
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
@@ -108,6 +111,7 @@ class Worker:
     tensorboard: RunBoard | None = None
     train_source: ImageSource | None = None
     distinct_partners: float | None = None  # share of images that are some image's partner
+    channels_last: bool = False  # a ConvNet on a GPU: the views in channels-last memory too
     # the float32 views of the last step, rewritten in place by the next (GlobalViews.normalize)
     view_buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
 
@@ -198,6 +202,7 @@ def start_worker(plan: WorkerPlan) -> Worker:
     method = build_model(cfg, views, plan.num_images, world, init=read_init(cfg.init))
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    channels_last = configure_gpu(method, method.eval_backbone(), device)
     optimizer = method.build_optimizer()
     amp = resolve_amp(cfg.amp_mode, device)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
@@ -205,7 +210,8 @@ def start_worker(plan: WorkerPlan) -> Worker:
     model = ray.train.torch.prepare_model(method)
     worker = Worker(cfg, plan, rank, world, device, views, method, model, optimizer,
                     scaler, amp_dtype, FaultInjector([], plan.run_dir),
-                    open_eval_sources(cfg) if plan.evaluate else None)
+                    open_eval_sources(cfg) if plan.evaluate else None,
+                    channels_last=channels_last)
     if rank == 0:
         worker.cache = ShardedCache.by_name(plan.run_name, cfg.ray.cache_shards,
                                             cfg.adasim.topk)
@@ -241,7 +247,7 @@ def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
     worker.optimizer.load_state_dict(state["optimizer"])
     if worker.scaler is not None and state.get("scaler"):
         worker.scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"])
+    restore_rng(state["rng"])
     start_epoch = int(meta["epoch"])
     if worker.cache is not None:
         print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
@@ -427,6 +433,9 @@ def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOu
         batch["anchor"].to(worker.device, non_blocking=True), buffers[0])
     partner = buffers[1] = worker.views.normalize(
         batch["partner"].to(worker.device, non_blocking=True), buffers[1])
+    if worker.channels_last:
+        anchor = anchor.contiguous(memory_format=torch.channels_last)
+        partner = partner.contiguous(memory_format=torch.channels_last)
     out = train_step(worker.model, worker.optimizer, anchor, partner, it, worker.scaler,
                      worker.amp_dtype)
     ids = _gather(batch["anchor_id"].to(worker.device), worker.world)
@@ -522,7 +531,7 @@ def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
             "model": worker.method.state_dict(),
             "optimizer": worker.optimizer.state_dict(),
             "scaler": worker.scaler.state_dict() if worker.scaler is not None else None,
-            "rng": torch.get_rng_state(),
+            "rng": rng_state(),  # torch (CPU and CUDA), numpy, Python
             "it": (epoch + 1) * worker.method.iters_per_epoch,
         },
         shard_files=shard_files,

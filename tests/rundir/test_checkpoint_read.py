@@ -71,3 +71,39 @@ def test_a_refused_file_on_object_storage_is_named_by_its_uri(tmp_path, s3_serve
     assert str(refused.value).startswith(f"{uri}/model.pt: ")
     assert "adasim-restore-" not in str(refused.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere/cache_shard_0.pt", "/etc/passwd",
+                                  "s3://other-bucket/x.pt", "shards/../../x.pt"])
+def test_a_meta_json_naming_a_file_outside_the_run_is_refused(tmp_path, name):
+    import json
+
+    ckpt = tmp_path / "run" / "checkpoint_000001"
+    ckpt.mkdir(parents=True)
+    write_checkpoint(ckpt, model_state={"w": torch.ones(2)}, shard_files=[("shards/a.pt", 3)],
+                     meta={"epoch": 1, "settings": {}})
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["shard_files"] = [[name, 3]]
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="outside the run directory: not loaded"):
+        checkpoint.read_meta(ckpt)
+
+
+def test_every_random_state_survives_a_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from adasim_ray.rundir.checkpoint import restore_rng, rng_state
+
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    random.gauss(0, 1)  # a cached Gaussian in Python's state too
+    write_checkpoint(tmp_path, model_state={"rng": rng_state()}, meta={"epoch": 1})
+    expected = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    _, state, _ = read_checkpoint(tmp_path, shards=False)  # weights_only loads it
+    restore_rng(state["rng"])
+    again = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2]
+    restore_rng(torch.get_rng_state())  # the older layout: torch's CPU state alone
