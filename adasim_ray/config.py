@@ -191,6 +191,19 @@ class PretrainConfig:
         init: weights the backbone starts from (a state dict file, an export, a run, a timm
             pretrained tag; :class:`adasim_ray.init_weights.InitSection`); by default a
             random initialisation.
+        tracking: an experiment tracker that rank 0 logs to besides TensorBoard (the same
+            scalars, against the same global step; ``train/tracking.py``): ``none``,
+            ``mlflow`` or ``wandb`` (the extras ``adasim-ray[mlflow]``, ``adasim-ray[wandb]``).
+            The tracked run's id is kept in ``RUN_DIR/tracking.json``: a resumed run goes on
+            in the same tracked run.
+        tracking_uri: MLflow's tracking server or store (``http://HOST:5000``,
+            ``sqlite:////ABS/PATH/mlflow.db``; None = ``MLFLOW_TRACKING_URI``), or a W&B
+            server's base URL (None = W&B's own, or ``WANDB_BASE_URL``). A store on the
+            file system needs an absolute path: the Train workers run in other directories.
+        tracking_project: MLflow's experiment or W&B's project (None = ``adasim``).
+        tracking_group: runs that belong together: W&B's group, the MLflow tag
+            ``adasim.group``. None for a run of its own; a sweep's trials get the sweep's
+            name (they share ``tracking_project`` too).
     """
 
     data: str = DEFAULT_SPEC
@@ -209,6 +222,10 @@ class PretrainConfig:
     parquet_cache_mb: int | None = None
     amp: Literal["off", "fp16", "bf16", "auto"] | bool = "off"
     sync_bn: bool = True
+    tracking: Literal["none", "mlflow", "wandb"] = "none"
+    tracking_uri: str | None = None
+    tracking_project: str | None = None
+    tracking_group: str | None = None
     adasim: BootstrapConfig = field(default_factory=BootstrapConfig)
     augment: AugmentSection = field(default_factory=AugmentSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -316,6 +333,7 @@ def validate(
     _positive_int(cfg.checkpoint_every, "checkpoint_every")
     _positive_int(cfg.limit_images, "limit_images")
     _positive_int(cfg.parquet_cache_mb, "parquet_cache_mb")
+    _check_tracking_uri(cfg)
     a = cfg.adasim
     try:
         a.validate(num_images)
@@ -369,6 +387,20 @@ def validate(
         if cfg.batch_size > n:
             raise ConfigError(f"batch_size: {cfg.batch_size} is larger than the data set (N={n})")
     return cfg
+
+
+def _check_tracking_uri(cfg: PretrainConfig) -> None:
+    """A tracker's store on the file system is named by an absolute path: a relative one
+    would be resolved in each Train worker's own directory."""
+    uri = cfg.tracking_uri
+    if cfg.tracking != "mlflow" or not uri:
+        return
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri
+    path = path[len("file://"):] if path.startswith("file://") else path
+    if "://" not in path and not path.startswith("/") and path != "databricks":
+        raise ConfigError(f"tracking_uri: {uri!r} is a relative path, which each Train worker "
+                          "would resolve in its own directory; give an absolute one (e.g. "
+                          "sqlite:////home/me/mlflow.db)")
 
 
 def dump_config(cfg: PretrainConfig) -> str:

@@ -6,7 +6,8 @@ In order: the training data opens (its size N); the config holds against N and t
 the evaluation splits open and carry the labels the k-NN needs (unlabelled training data
 without ``eval_data`` has no k-NN: ``no_eval`` says so, no finding); the views and the backbone
 (its feature dimension d, the cache's width) build; the ``init`` weights, if any, read and
-match that backbone (nothing is loaded); the method builds on the meta device (no
+match that backbone (nothing is loaded); the tracker asked for (``tracking``) is installed
+and knows its store; the method builds on the meta device (no
 memory, no initialisation), so that a setting it refuses (a warm-up longer than the run, say)
 is a finding rather than a Train worker's error retried ``ray.max_failures`` times, and its
 checkpoint size is known (``state_bytes``).
@@ -20,6 +21,8 @@ Examples:
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +42,8 @@ from adasim_ray.recipe import (
     open_train_source,
 )
 
-__all__ = ["EVAL_ROLES", "Finding", "Preflight", "preflight", "recipe_line"]
+__all__ = ["EVAL_ROLES", "Finding", "Preflight", "check_tracking", "preflight",
+           "recipe_line"]
 
 #: The evaluation splits and their roles in the k-NN.
 EVAL_ROLES = {"train": "k-NN memory", "test": "k-NN queries"}
@@ -118,6 +122,9 @@ def preflight(cfg: PretrainConfig, *, source: Any = None, world: int | None = No
                          "eval_data (set eval_data to a labelled data set to run it)")
     elif not planned and (source is not None or cfg.eval_data is not None):
         _check_eval(cfg, found)
+    tracking = check_tracking(cfg)
+    if tracking is not None:
+        found.add(tracking)
     if source is None:
         return found
     found.views = make_views(cfg, source)
@@ -135,6 +142,27 @@ def preflight(cfg: PretrainConfig, *, source: Any = None, world: int | None = No
     if found.state_bytes is None:  # not sized on the meta device: the backbone, 4 copies
         found.state_bytes = 4 * 4 * sum(p.numel() for p in backbone.parameters())
     return found
+
+
+def check_tracking(cfg: PretrainConfig) -> str | None:
+    """The one line of a tracker that cannot start: its extra not installed (rank 0 would
+    fail to import it, retried ``ray.max_failures`` times), or MLflow without a store.
+
+    Examples:
+        >>> from adasim_ray.config import load_config
+        >>> check_tracking(load_config(None, ["tracking=none"])) is None
+        True
+    """
+    if cfg.tracking == "none":
+        return None
+    if importlib.util.find_spec(cfg.tracking) is None:
+        return (f"tracking: {cfg.tracking} is not installed: "
+                f"pip install 'adasim-ray[{cfg.tracking}]'")
+    if cfg.tracking == "mlflow" and not (cfg.tracking_uri or os.environ.get(
+            "MLFLOW_TRACKING_URI")):
+        return ("tracking_uri: tracking: mlflow needs the tracking server or store (e.g. "
+                "http://HOST:5000 or sqlite:////ABS/PATH/mlflow.db), or MLFLOW_TRACKING_URI")
+    return None
 
 
 def _check_eval(cfg: PretrainConfig, found: Preflight) -> None:

@@ -10,9 +10,11 @@ The pattern Ray 2.60 documents for Tune over Train V2: a function trainable buil
     results.md, results.csv, knn_vs_factors.png   the table (``report.py``)
 
 A trial that is started again (a retry after a failure, or a restored sweep) finds its run
-directory and continues from the run's last checkpoint. The trial function itself reserves
-no CPU, so trials never starve their own Train workers; how many run at once follows
-from what one trial's workers, shards and fetch tasks reserve.
+directory and continues from the run's last checkpoint (and its tracked run, with
+``tracking``). The trials of a sweep share ``tracking_project`` and are one group in the
+tracker (``tracking_group``: the sweep's name, unless the base config names one). The trial
+function itself reserves no CPU, so trials never starve their own Train workers; how many
+run at once follows from what one trial's workers, shards and fetch tasks reserve.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import yaml
 
 from adasim_ray.config import PretrainConfig, validate
 from adasim_ray.configfile import ConfigError
+from adasim_ray.preflight import check_tracking
 from adasim_ray.resources.placement import run_bundles, totals
 from adasim_ray.rundir.layout import file_type, is_run_dir, join, write_text
 from adasim_ray.sweep.spec import Sweep, apply_point, load_sweep, trials_root
@@ -60,8 +63,9 @@ def concurrent_trials(need: dict[str, float], have: dict[str, float]) -> int:
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
-              log_every: int) -> None:
-    """Tune's function trainable: the pretraining run of one point of the search."""
+              log_every: int, group: str | None = None) -> None:
+    """Tune's function trainable: the pretraining run of one point of the search;
+    ``group``: the sweep's name, the trials' ``tracking_group`` unless the base has one."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -79,7 +83,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str,
         write_text(join(run_dir, "point.json"), json.dumps(point))
         raise
     # The trial's run goes into trials_dir, wherever the base's storage_path pointed.
-    cfg = cfg.replace(ray=dataclasses.replace(cfg.ray, storage_path=None))
+    cfg = cfg.replace(ray=dataclasses.replace(cfg.ray, storage_path=None),
+                      tracking_group=cfg.tracking_group or group)
     if file_type(join(run_dir, "summary.json")) == pafs.FileType.File:
         # Finished before the sweep was interrupted (Tune's own state may be older than
         # that): hand Tune the final metrics again, train nothing.
@@ -119,7 +124,7 @@ def _trainable(sweep: Sweep, sweep_dir: Path, log_every: int) -> Any:
 
     fn = tune.with_parameters(
         run_trial, base=sweep.base, trials_dir=trials_root(sweep.base, sweep_dir),
-        log_every=log_every
+        log_every=log_every, group=Path(sweep_dir).name
     )
     return tune.with_resources(fn, TRIAL_RESOURCES)
 
@@ -261,12 +266,16 @@ def run_sweep(
 
     sweep = load_sweep(config_path, overrides)
     _validate_points(sweep)
+    base = validate(apply_point(sweep.base, {}))
+    tracking = check_tracking(base)  # before any trial: each would fail on it
+    if tracking is not None:
+        raise ConfigError(tracking)
     sweep_dir = new_sweep_dir(output, config_path)
     sweep_dir.mkdir(parents=True)
     shutil.copyfile(config_path, sweep_dir / SWEEP_FILE)
     (sweep_dir / BASE_FILE).write_text(yaml.safe_dump(sweep.base, sort_keys=False))
     print(f"[sweep] directory: {sweep_dir}", flush=True)
-    init_ray(validate(apply_point(sweep.base, {})))
+    init_ray(base)
     tuner = build_tuner(sweep, sweep_dir, max_trials=max_trials, log_every=log_every)
     tuner.fit()
     write_report(sweep_dir)
