@@ -103,6 +103,7 @@ def start_local_ray(**kwargs: Any) -> None:
     # max_restarts > 0"). A local Ray goes without it; a user's own setting stands. (Its
     # process stays in Ray's pool of idle workers: no process fewer, measured.)
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    kwargs.setdefault("address", "local")  # a new Ray, never one `ray start` left running
     ray.init(
         include_dashboard=True,
         configure_logging=False,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import ray
 
 from adasim_ray.config import load_config
 from adasim_ray.rundir.metrics import MetricsLog
@@ -79,7 +80,9 @@ def test_two_worker_ddp_run_bootstraps(ray_session, tmp_path):
     # A local Ray runs Ray Train without its preemption watcher (run.start_local_ray).
     from ray.util.state import list_actors
 
-    assert list_actors(filters=[("class_name", "=", "PreemptionWatcher")]) == []
+    this_ray = ray.get_runtime_context().gcs_address  # not a `ray start` left on the machine
+    assert list_actors(address=this_ray,
+                       filters=[("class_name", "=", "PreemptionWatcher")]) == []
 
 
 def knn_of_checkpoint(run_dir: Path) -> float:
