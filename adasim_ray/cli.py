@@ -234,7 +234,8 @@ def _add_audit(sub: Any) -> None:
         help="rank likely label errors and duplicates from a run's final window and cache",
         description=(
             "Read RUN_DIR's latest checkpoint (cache and neighbour window) and write "
-            "label_suspects.csv/.png (images whose stable neighbours carry another label) and "
+            "label_suspects.csv/.png (images whose given label is likely wrong: confident "
+            "learning on out-of-sample probabilities of a linear probe, or neighbour votes) and "
             "duplicates.csv/.png (pairs with near-identical cached features). Works best on a "
             "run whose features are good (long runs, a window of several epochs, K >= 5)."
         ),
@@ -253,6 +254,16 @@ def _add_audit(sub: Any) -> None:
         "neighbours (found most on planted digits: 17/20 flipped labels and 10/10 duplicates "
         "against the cache's 2 and 0; O(N^2 d), use a GPU for ImageNet); cache: the run's "
         "final window and cache (the paper's Appendix F)",
+    )
+    p.add_argument(
+        "--ranking",
+        choices=("auto", "confident", "neighbours"),
+        default="auto",
+        help="of the label suspects. auto (default): confident where cleanlab is installed "
+        "(pip install 'adasim-ray[audit]'), else neighbours; confident: confident learning on "
+        "5-fold out-of-sample probabilities of a linear probe on the features (separates "
+        "flipped labels from natural confusions: see docs/benchmarks.md, Label audit); "
+        "neighbours: the share of the stable neighbours' weight voting for another label",
     )
     p.add_argument("--output", help="where to write (default: RUN_DIR/audit)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON last")

@@ -4,9 +4,13 @@
 gives the cache shards (Z and the window, ``cache_shard_<s>.pt``), the run's ``config.yaml``
 gives the data set (its labels, and the images drawn on the sheets). Outputs, in ``output``:
 
-- ``label_suspects.csv`` / ``label_suspects.png``: images whose stable neighbours mostly carry
-  another label, most suspect first (each sheet row: the image, then its neighbours; a
-  neighbour's caption is green when it shares the image's label, red otherwise);
+- ``label_suspects.csv`` / ``label_suspects.png``: images whose given label is likely wrong, most
+  suspect first: by confident learning on out-of-sample probabilities of a linear probe
+  (:mod:`.confident`, when ``cleanlab`` is installed), else by the votes of their stable
+  neighbours. Each row has ``given_label``, ``suggested_label``, ``label_quality`` (the
+  probability of the given label, or the neighbour weight share voting for it) and the
+  ``method``; each sheet row the image, then its neighbours (a neighbour's caption is green
+  when it shares the image's label, red otherwise);
 - ``duplicates.csv`` / ``duplicates.png``: pairs of distinct images with near-identical cached
   features, most similar first.
 
@@ -21,8 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from adasim_ray.audit.confident import (
+    EXTRA,
+    FOLDS,
+    METHOD,
+    cleanlab_available,
+    confident_learning,
+    out_of_sample_probabilities,
+)
 from adasim_ray.audit.scores import (
     DuplicatePairs,
     LabelSuspects,
@@ -65,6 +78,66 @@ def choose_features(features: str, num_images: int) -> tuple[str, str]:
                          "duplicates than the run's cache of augmented views")
     return "cache", (f"auto: {num_images} images, over {AUTO_MODEL_IMAGES}, where exact "
                      "neighbours cost O(N^2 d); --features model on a GPU finds more")
+RANKINGS = ("confident", "neighbours")
+NEIGHBOUR_VOTES = "neighbour_votes"
+
+
+def choose_ranking(ranking: str) -> tuple[str, str]:
+    """(``confident`` or ``neighbours``, why) for ``ranking`` (``auto`` or one of them).
+
+    ``auto`` takes confident learning where ``cleanlab`` is installed: on the demo's MNIST with
+    planted flips it finds more of them than neighbour votes (docs/benchmarks.md, "Label
+    audit").
+    """
+    if ranking == "confident" and not cleanlab_available():
+        raise ValueError(f"ranking confident needs cleanlab: {EXTRA}")
+    if ranking in RANKINGS:
+        return ranking, "as asked"
+    if ranking != "auto":
+        raise ValueError(f"ranking must be auto or one of {RANKINGS}, got {ranking!r}")
+    if cleanlab_available():
+        return "confident", (f"confident learning (cleanlab) on {FOLDS}-fold out-of-sample "
+                             "probabilities of a linear probe")
+    return "neighbours", f"neighbour votes: cleanlab is not installed ({EXTRA})"
+
+
+@dataclass
+class RankedLabels:
+    """Label suspects in the order written, with what each ranking says about them.
+
+    Attributes:
+        ids: (M,) image ids, most suspect first.
+        suggested: (M,) the label the ranking would give instead (-1: none).
+        quality: (M,) the ranking's confidence in the given label, in [0, 1].
+        method: ``confident_learning`` or ``neighbour_votes``.
+    """
+
+    ids: np.ndarray
+    suggested: np.ndarray
+    quality: np.ndarray
+    method: str
+
+
+def rank_labels(
+    ranking: str,
+    suspects: LabelSuspects,
+    rows: torch.Tensor,
+    labels: np.ndarray,
+    written: torch.Tensor | None = None,
+) -> RankedLabels:
+    """Rank the labelled images by ``ranking`` (``confident`` or ``neighbours``).
+
+    ``confident`` fits the probes on ``rows`` (the features), the rows ever written only.
+    """
+    if ranking == "neighbours":
+        return RankedLabels(suspects.ids, suspects.suggested, suspects.agree, NEIGHBOUR_VOTES)
+    ids = np.arange(len(labels)) if written is None else np.flatnonzero(np.asarray(written))
+    probs = out_of_sample_probabilities(rows[torch.from_numpy(ids)], labels[ids],
+                                        num_classes=int(labels.max()) + 1)
+    issues = confident_learning(probs, labels[ids])
+    return RankedLabels(ids[issues.ids], issues.suggested, issues.quality, METHOD)
+
+
 SHEET_NEIGHBOURS = 8  # neighbours drawn per suspect on the contact sheet
 PAIRS_PER_ROW = 4
 
@@ -143,6 +216,7 @@ def audit_run(
     sheet: int = 16,
     features: str = "auto",
     device: str | torch.device | None = None,
+    ranking: str = "auto",
 ) -> dict[str, Any]:
     """Rank label suspects (when ``source`` has labels) and duplicates; write the outputs.
 
@@ -157,11 +231,15 @@ def audit_run(
             (exact features of the un-augmented images, exact neighbours; same K) or
             ``"auto"`` (:func:`choose_features`).
         device: where ``"model"`` computes (default: a GPU if there is one).
+        ranking: of the label suspects: ``"confident"`` (confident learning, needs
+            ``cleanlab``), ``"neighbours"`` (neighbour votes) or ``"auto"``
+            (:func:`choose_ranking`). Duplicates are ranked the same way whatever it says.
 
     Returns:
         A summary: paths written and the number of cases ranked.
     """
     features, why = choose_features(features, state.num_images)
+    ranking, ranking_why = choose_ranking(ranking) if source.labels is not None else ("", "")
     if len(source) != state.num_images:
         raise ValueError(
             f"the data set {cfg.data!r} has {len(source)} images but the run's cache has "
@@ -188,16 +266,21 @@ def audit_run(
         "window_epochs": state.windows[0].epochs_in_window if features == "cache" else 1,
     }
     if source.labels is not None:
-        suspects = label_suspects(neighbours, source.labels)
+        labels = np.asarray(source.labels, dtype=np.int64)
+        suspects = label_suspects(neighbours, labels)
+        ranked = rank_labels(ranking, suspects, rows, labels, written)
         csv_path = output / "label_suspects.csv"
-        _write_suspects_csv(csv_path, suspects, neighbours, source, top)
+        _write_suspects_csv(csv_path, ranked, suspects, neighbours, source, top)
         png_path = output / "label_suspects.png"
-        _suspects_sheet(png_path, suspects, neighbours, source, sheet, features)
+        _suspects_sheet(png_path, ranked, neighbours, source, sheet, features)
         summary["label_suspects"] = {
             "csv": str(csv_path),
             "png": str(png_path),
-            "ranked": int(len(suspects.ids)),
+            "method": ranked.method,
+            "method_why": ranking_why,
+            "ranked": int(len(ranked.ids)),
             "mostly_other_label": int((suspects.share > 0.5).sum()),
+            "confidently_other_label": int((ranked.quality < 0.5).sum()),
         }
     pairs = duplicate_pairs(neighbours, rows, written)
     csv_path = output / "duplicates.csv"
@@ -218,12 +301,18 @@ def _name(source: ImageSource, label: int) -> str:
 
 def _write_suspects_csv(
     path: Path,
+    ranked: RankedLabels,
     suspects: LabelSuspects,
     neighbours: StableNeighbours,
     source: ImageSource,
     top: int,
 ) -> None:
     labels = source.labels
+    n = len(labels)
+    # The neighbour votes of every image, whichever ranking orders the rows.
+    share, agree, weight = np.zeros(n), np.zeros(n), np.zeros(n)
+    share[suspects.ids], agree[suspects.ids] = suspects.share, suspects.agree
+    weight[suspects.ids] = suspects.weight
     where = list(source.location(0)) if len(source) else []
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -232,8 +321,10 @@ def _write_suspects_csv(
                 "rank",
                 "index",
                 *where,
-                "label",
-                "suggested",
+                "given_label",
+                "suggested_label",
+                "label_quality",
+                "method",
                 "share",
                 "agree",
                 "weight",
@@ -241,19 +332,21 @@ def _write_suspects_csv(
                 "neighbour_labels",
             ]  # fmt: skip
         )
-        for r in range(min(top, len(suspects.ids))):
-            i = int(suspects.ids[r])
+        for r in range(min(top, len(ranked.ids))):
+            i = int(ranked.ids[r])
             nbrs = [int(j) for j in neighbours.ids[i] if j >= 0]
             writer.writerow(
                 [
                     r + 1,
                     i,
                     *source.location(i).values(),
-                    _name(source, int(suspects.labels[r])),
-                    _name(source, int(suspects.suggested[r])),
-                    f"{suspects.share[r]:.4f}",
-                    f"{suspects.agree[r]:.4f}",
-                    f"{suspects.weight[r]:.4f}",
+                    _name(source, int(labels[i])),
+                    _name(source, int(ranked.suggested[r])),
+                    f"{ranked.quality[r]:.4f}",
+                    ranked.method,
+                    f"{share[i]:.4f}",
+                    f"{agree[i]:.4f}",
+                    f"{weight[i]:.4f}",
                     " ".join(map(str, nbrs)),
                     " ".join(_name(source, int(labels[j])) for j in nbrs),
                 ]
@@ -278,24 +371,24 @@ def _write_pairs_csv(path: Path, pairs: DuplicatePairs, source: ImageSource, top
 
 def _suspects_sheet(
     path: Path,
-    suspects: LabelSuspects,
+    ranked: RankedLabels,
     neighbours: StableNeighbours,
     source: ImageSource,
     count: int,
     features: str,
 ) -> None:
-    count = min(count, len(suspects.ids))
+    count = min(count, len(ranked.ids))
     cols = 1 + min(SHEET_NEIGHBOURS, neighbours.ids.shape[1])
     what = "stable neighbours (Eq. 11 score)" if features == "cache" else "neighbours (cosine)"
     fig, axes = figure(count, cols, f"likely label errors: image (blue), its {what}", lines=2)
     labels = source.labels
     for r in range(count):
-        i = int(suspects.ids[r])
+        i = int(ranked.ids[r])
         own = int(labels[i])
         axes[r, 0].axis("on")
         title = (
-            f"#{i} label {_name(source, own)}\n"
-            f"-> {_name(source, int(suspects.suggested[r]))} ({suspects.share[r]:.0%})"
+            f"#{i} label {_name(source, own)} ({ranked.quality[r]:.0%})\n"
+            f"-> {_name(source, int(ranked.suggested[r]))}"
         )
         show(axes[r, 0], source.load(i), title, "blue")
         for c, j in enumerate(j for j in neighbours.ids[i][: cols - 1] if j >= 0):

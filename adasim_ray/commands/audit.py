@@ -1,7 +1,8 @@
 """The label audit of the paper's Appendix F on a finished run: likely label errors and
 duplicates (``adasim_ray.audit``).
 
-    adasim-ray audit RUN_DIR [--top N] [--sheet N] [--features auto|cache|model] [--output DIR]
+    adasim-ray audit RUN_DIR [--top N] [--sheet N] [--features auto|cache|model]
+        [--ranking auto|confident|neighbours] [--output DIR]
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         output = Path(run_dir) / "audit"
     try:
         summary = audit_run(
-            cfg, source, state, output, top=args.top, sheet=args.sheet, features=args.features
+            cfg, source, state, output, top=args.top, sheet=args.sheet, features=args.features,
+            ranking=args.ranking,
         )
     except ValueError as err:
         raise UserError(f"audit: {err}") from None
@@ -41,10 +43,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     )
     if "label_suspects" in summary:
         s = summary["label_suspects"]
-        print(f"  label suspects: {s['mostly_other_label']} images mostly among another label")
+        print(f"  label suspects by {s['method']} ({s['method_why']}): "
+              f"{s['confidently_other_label']} images with their label's confidence under 0.5")
         print(f"    {s['csv']}\n    {s['png']}")
     else:
-        print(f"  label suspects: skipped, {cfg.data} has no labels")
+        print(f"  label suspects: skipped, {cfg.data} has no labels: duplicates only")
     d = summary["duplicates"]
     print(f"  duplicate candidates: {d['ranked']} pairs ranked\n    {d['csv']}\n    {d['png']}")
     if args.json:
