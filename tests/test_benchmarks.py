@@ -191,3 +191,20 @@ def test_idle_wakeups_quick_measures_the_four_loops_and_an_idle_actors_wakes(ray
     assert result["idle_actor_main_thread_wakes_per_s"] > 20
     assert result["idle_actor_wakes_per_s"] >= result["idle_actor_main_thread_wakes_per_s"]
     assert result["processes"] == 2 and result["rounds"] == 1
+
+
+def test_audit_recall_quick_measures_both_rankings(tmp_path):
+    """benchmarks/audit_recall.py on 300 digits with 5 flips and 5 duplicates, 1 epoch."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audit_recall.py"), "--quick",
+         "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=600,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["train_images"] == 305 and result["epochs"] == 1
+    assert 0.5 < result["knn_top1"] <= 1.0
+    for ranking in ("neighbours", "confident"):
+        found = result[ranking]
+        assert 0 <= found["flips_found"] <= 5 and found["flips_share"] == found["flips_found"] / 5
+        assert found["duplicates_found"] == 5  # exact copies: identical exact features
+    assert "flips in top 10" in out
