@@ -114,6 +114,14 @@ def check_command(tokens: list[str]) -> None:
         assert args and all(a in targets for a in args), f"the Makefile has no target {args}"
     elif program == "tensorboard":
         assert importlib.util.find_spec("tensorboard") is not None and "--logdir" in args
+    elif program == "sbatch":  # the batch script exists (tests/test_slurm.py runs it)
+        script = ROOT / next(a for a in args if not a.startswith("-"))
+        assert script.is_file() and "#SBATCH" in script.read_text(), script
+    elif program == "kubectl":  # the manifest exists (tests/test_kuberay.py checks it)
+        if args[:2] == ["apply", "-f"]:
+            assert (ROOT / args[2]).is_file(), args[2]
+        else:
+            assert args and args[0] in {"get", "describe", "logs", "delete"}, args
     else:
         pytest.fail(f"the operator guide runs {program!r}: teach this test to check it")
 
@@ -137,6 +145,8 @@ def test_the_guide_covers_the_operators_tasks():
         "adasim-ray pretrain --resume",
         "python launch.py sweep --config experiments/mnist_ablation.yaml",
         "ray down cluster.yaml",
+        "sbatch experiments/clusters/slurm/adasim.sbatch",
+        "kubectl apply -f experiments/clusters/kuberay/rayjob.yaml",
     ):
         assert has(fragment), f"the operator guide lacks {fragment!r}"
 
