@@ -88,7 +88,7 @@ def out_of_sample_probabilities(
     if not 2 <= folds <= n:
         raise ValueError(f"folds must lie in [2, {n}] (the number of images), got {folds}")
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    x = torch.as_tensor(feats, dtype=torch.float32)
+    x = torch.as_tensor(feats, dtype=torch.float32, device="cpu")
     if device is not None:
         x = x.to(device)
     fold = stratified_folds(labels, folds, seed)
