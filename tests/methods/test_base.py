@@ -67,3 +67,13 @@ def test_a_dino_head_of_the_layout_before_the_generic_head_still_loads():
     fresh.load_state_dict(old)
     x = torch.randn(3, 6)
     torch.testing.assert_close(fresh(x), head(x))
+
+
+def test_the_lazy_package_offers_exactly_what_the_catalog_holds():
+    """``methods/__init__.py`` lists its names without importing torch; the catalog defines
+    them: the two lists are one list."""
+    import adasim_ray.methods as package
+    from adasim_ray.methods import catalog
+
+    assert package.__all__ == catalog.__all__
+    assert all(getattr(package, name) is getattr(catalog, name) for name in package.__all__)
