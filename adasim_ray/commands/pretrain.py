@@ -65,9 +65,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     else:
         print(f"[adasim] k-NN top-1 (learned features): {fmt_top1(final.get('knn_top1'))}")
     if args.baselines and summary.get("evaluates", True):
-        rows = _baselines(cfg)
+        rows, (memory, test) = _baselines(cfg)
         rows.insert(0, ("learned (this run)", final.get("knn_top1"), final.get("linear_top1")))
-        print(_table(rows, cfg))
+        print(_table(rows, cfg, memory, test))
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -114,9 +114,10 @@ def named_run(storage: str, name: str) -> tuple[str | None, str | None, bool]:
     return run_dir, None, False
 
 
-def _baselines(cfg: Any) -> list[tuple[str, float | None, float | None]]:
+def _baselines(cfg: Any) -> tuple[list[tuple[str, float | None, float | None]], tuple[int, int]]:
     """(name, k-NN top-1, linear top-1) of the same network at random init and of raw
-    pixels, on the same split as the run's final evaluation."""
+    pixels, on the same split as the run's final evaluation; and that split's sizes (k-NN
+    memory, test queries)."""
     sources = open_eval_sources(cfg)
     views = make_views(cfg, open_train_source(cfg))
     torch.manual_seed(cfg.seed)
@@ -129,15 +130,16 @@ def _baselines(cfg: Any) -> list[tuple[str, float | None, float | None]]:
     return [
         ("same network, random init", random_init["knn_top1"], random_init.get("linear_top1")),
         ("raw pixels", raw["knn_top1"], raw.get("linear_top1")),
-    ]
+    ], (len(sources[0]), len(sources[1]))
 
 
-def _table(rows: list[tuple[str, float | None, float | None]], cfg: Any) -> str:
+def _table(rows: list[tuple[str, float | None, float | None]], cfg: Any, memory: int,
+           test: int) -> str:
     width = max(len(name) for name, _, _ in rows)
     spec = cfg.eval_data or cfg.data
     lines = [
-        f"top-1 on {spec} test split ({cfg.eval.max_test} images; memory / probe training: "
-        f"{cfg.eval.max_train} train images)",
+        f"top-1 on {spec} test split ({test} images; memory / probe training: "
+        f"{memory} train images)",
         f"{'':<{width}}  k-NN (k={cfg.eval.knn_k})  linear",
         "-" * (width + 24),
     ]
