@@ -50,12 +50,21 @@ class AugmentSection:
         crop_scale: RandomResizedCrop scale range; the paper uses (0.25, 1).
         flip: horizontal flips; None = the data set's choice (off where mirroring changes an
             image's meaning, as for handwritten digits; on otherwise).
+        jitter: colour jitter strengths (brightness, contrast, saturation, hue), DINO's
+            (0.4, 0.4, 0.2, 0.1). Raise them (SimCLR's 0.8, 0.8, 0.8, 0.2) where an image's
+            overall colour tells it apart from others but not its class: the views must
+            differ in what the features should ignore.
+        jitter_p: probability that a view is jittered (DINO's 0.8).
+        grayscale_p: probability that a view turns grey, RGB only (DINO's 0.2).
     """
 
     image_size: int | None = None
     max_image_size: int | None = None
     crop_scale: tuple[float, float] = (0.25, 1.0)
     flip: bool | None = None
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -348,6 +357,14 @@ def validate(
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.crop_scale: need 0 < min <= max <= 1, got {(lo, hi)}")
     _positive_int(cfg.augment.image_size, "augment.image_size", 4)
+    jitter = tuple(cfg.augment.jitter)
+    if min(jitter) < 0 or jitter[3] > 0.5:  # four of them: the loader checks
+        raise ConfigError("augment.jitter: need 4 strengths (brightness, contrast, saturation, "
+                          f"hue), each >= 0 and hue <= 0.5, got {jitter}")
+    for name in ("jitter_p", "grayscale_p"):
+        if not 0 <= getattr(cfg.augment, name) <= 1:
+            raise ConfigError(f"augment.{name}: need a probability in [0, 1], got "
+                              f"{getattr(cfg.augment, name)}")
     _positive_int(cfg.augment.max_image_size, "augment.max_image_size", 4)
     e = cfg.eval
     _positive_int(e.knn_every, "eval.knn_every", 0)

@@ -62,7 +62,9 @@ def view_size(cfg: PretrainConfig, source: ImageSource) -> int:
 
 
 def make_views(cfg: PretrainConfig, source: ImageSource) -> GlobalViews:
-    overrides: dict[str, Any] = {"crop_scale": tuple(cfg.augment.crop_scale)}
+    a = cfg.augment
+    overrides: dict[str, Any] = {"crop_scale": tuple(a.crop_scale), "jitter": tuple(a.jitter),
+                                 "jitter_p": a.jitter_p, "grayscale_p": a.grayscale_p}
     if cfg.augment.flip is not None:
         overrides["flip"] = cfg.augment.flip
     return GlobalViews.for_source(source, view_size(cfg, source), **overrides)
