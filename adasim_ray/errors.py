@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "RunStoppedError",
+    "StorageError",
     "UserError",
     "first_line",
 ]
@@ -53,6 +54,14 @@ class CheckpointError(AdasimError, RuntimeError):
 class RunStoppedError(AdasimError, RuntimeError):
     """A run ended by a fault it could not survive (more failures than ``ray.max_failures``);
     the message says what died, where the run got to and the command that continues it."""
+
+
+class StorageError(AdasimError):
+    """Run storage refused for good (access denied, no such bucket, no space left): never
+    retried, it ends the run at once. The message names the URI and the cause; a transient
+    error (a timeout, a 5xx, throttling) is retried instead (``rundir/store.py``). Not an
+    ``OSError``, so that code which reads a failing storage as "nothing there" does not
+    swallow it."""
 
 
 def first_line(err: BaseException) -> str:

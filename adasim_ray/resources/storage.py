@@ -1,7 +1,8 @@
 """A run's storage, a local path or a cloud URI (through pyarrow's file systems): how it is
-opened (:func:`resolve`), and that it can be written, found out at start-up rather than at
-the first checkpoint: ``adasim-ray check`` probes it, and the pretraining driver also checks
-that a local disk has room for its checkpoints."""
+opened (:func:`resolve`, its errors told apart in ``rundir/store.py``), and that it can be
+written, found out at start-up rather than at the first checkpoint: ``adasim-ray check``
+probes it, and the pretraining driver also checks that a local disk has room for its
+checkpoints."""
 
 from __future__ import annotations
 
@@ -10,14 +11,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import pyarrow.fs as pafs
-
 from adasim_ray.errors import ConfigError
-
-
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(file system, path) of a local path or a URI such as s3://bucket/runs."""
-    return pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).expanduser().resolve()))
+from adasim_ray.rundir.store import resolve  # noqa: F401 - where the package opens storage
 
 
 def probe_storage(uri: str) -> None:

@@ -38,6 +38,7 @@ from adasim_ray.config import PretrainConfig
 from adasim_ray.errors import CheckpointError
 from adasim_ray.resources.storage import resolve
 from adasim_ray.rundir.layout import join, list_dirs, read_text, split
+from adasim_ray.rundir.store import require_room, state_bytes
 
 META = "meta.json"
 MODEL = "model.pt"
@@ -88,12 +89,17 @@ def shard_file(epoch: int, shard: int, save_id: str) -> str:
 
 def save_state_file(state: Any, uri: str) -> int:
     """``torch.save`` ``state`` to ``uri`` (a local path: written under a temporary name and
-    renamed; object storage: written locally, then copied); returns its size in bytes."""
+    renamed; object storage: written locally, then copied); returns its size in bytes. A disk
+    without room for it is a one-line StorageError before anything is written there."""
+    need = state_bytes(state) + 2**20  # and torch.save's own few bytes a tensor
     if "://" not in uri:
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
+        require_room(path.parent, need, f"{path.name}")
         _atomic_save(state, path)
         return path.stat().st_size
+    require_room(tempfile.gettempdir(), need, f"staging {split(uri)[1]} for {uri}",
+                 hint="point TMPDIR at a larger disk")
     fs, path = resolve(uri)
     with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX) as tmp:
         local = Path(tmp, "state.pt")
