@@ -26,7 +26,11 @@ import torch
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    # numpy has no bfloat16 (features a run of many ranks gathered in that cache dtype).
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
 
 def confidence_interval95(accuracies: np.ndarray) -> float:

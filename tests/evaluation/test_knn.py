@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from adasim_ray.evaluation import knn as knn_module
 from adasim_ray.evaluation.knn import knn_classify
 
 
@@ -168,3 +169,63 @@ def test_top1_matches_dinos_own_code():
     top1, _ = knn_classify(train_x, train_y, test_x, test_y)
     assert 0.2 < top1 < 0.95  # a non-trivial problem
     assert top1 == pytest.approx(dino_top1 / 100.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_bank_gives_the_float32_result_within_its_rounding(dtype):
+    rng = np.random.default_rng(11)
+    train_x, train_y, test_x, test_y = random_problem(rng, 400, 200, 32, 10)
+    full = knn_classify(train_x, train_y, test_x, test_y)
+    half = knn_classify(torch.from_numpy(train_x).to(dtype), train_y,
+                        torch.from_numpy(test_x).to(dtype), test_y)
+    # A neighbour within the half dtype's rounding of the k-th may swap in and turn a close
+    # vote: a query or two of 200 (bfloat16 rounds 8 times coarser than float16).
+    assert half[0] == pytest.approx(full[0], abs=2 / 200 + 1e-9)
+    assert half[1] == pytest.approx(full[1], abs=2 / 200 + 1e-9)
+
+
+def test_a_half_bank_stays_half_and_is_scored_a_block_at_a_time(monkeypatch):
+    rng = np.random.default_rng(12)
+    train_x, train_y, test_x, test_y = random_problem(rng, 300, 40, 8, 6)
+    bank = knn_module._as_features(torch.from_numpy(train_x).half(), torch.device("cpu"), "x")
+    assert bank.dtype == torch.float16  # no float32 copy of the bank
+    torch.testing.assert_close(bank.float().norm(dim=1), torch.ones(300), atol=1e-3, rtol=0)
+
+    blocks = []
+    real = knn_module.similarities
+
+    def recording(q, rows):
+        blocks.append((q.dtype, rows.dtype, rows.shape[0]))
+        return real(q, rows)
+
+    monkeypatch.setattr(knn_module, "_SIMILARITY_BUDGET", 8 * 64)  # 64 bank rows at d = 8
+    monkeypatch.setattr(knn_module, "similarities", recording)
+    query = torch.from_numpy(test_x[:5]).half()
+    got = knn_module.bank_similarities(query, bank)
+    assert [b[2] for b in blocks] == [64, 64, 64, 64, 44]
+    assert all(b[:2] == (torch.float16, torch.float16) for b in blocks)
+    assert got.dtype == torch.float32
+    # The exact product of the half values, whatever the blocks.
+    torch.testing.assert_close(got, query.double() @ bank.double().T, atol=1e-6, rtol=0,
+                               check_dtype=False)
+    # The whole classification gives the same answer with tiny blocks as with one.
+    blocks.clear()
+    small = knn_classify(torch.from_numpy(train_x).half(), train_y,
+                         torch.from_numpy(test_x).half(), test_y)
+    assert len(blocks) > 1
+    monkeypatch.undo()
+    assert small == knn_classify(torch.from_numpy(train_x).half(), train_y,
+                                 torch.from_numpy(test_x).half(), test_y)
+
+
+def test_a_float32_bank_is_one_product_as_before(monkeypatch):
+    def fail(*args):
+        raise AssertionError("a float32 bank must not go through the half product")
+
+    monkeypatch.setattr(knn_module, "similarities", fail)
+    rng = np.random.default_rng(13)
+    train_x, train_y, test_x, test_y = random_problem(rng, 60, 40, 8, 10)
+    expected = brute_force_knn(train_x, train_y, test_x, test_y, 20, 0.07, 10)
+    # Half test rows against a float32 bank are turned to float32 (the bank's dtype).
+    got = knn_classify(train_x, train_y, torch.from_numpy(test_x).half().float(), test_y)
+    assert got[0] == pytest.approx(expected[0], abs=1 / 40)
