@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
@@ -20,37 +19,8 @@ from adasim_ray.export import load_backbone
 from adasim_ray.init_sources import read_init
 from adasim_ray.init_weights import InitSection, load_weights
 from adasim_ray.preflight import preflight
-from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_train_source
-from adasim_ray.rundir.checkpoint import key_settings, write_checkpoint
-
-DIGITS = ["data=digits", "limit_images=300", "batch_size=32", "backbone=cnn_tiny_cpu",
-          "dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32"]
-
-
-def _run(root: Path, *overrides: str) -> tuple[Path, torch.nn.Module, object]:
-    """A run directory whose checkpoint (epoch 2) holds a model with moved weights, the
-    teacher apart from the student."""
-    cfg = load_config(None, [*DIGITS, *overrides])
-    model = build_model(cfg, make_views(cfg, open_train_source(cfg)), 300)
-    with torch.no_grad():
-        for k, p in enumerate(model.parameters()):
-            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(k)))
-    run = root / "run"
-    (run / "checkpoint_000002").mkdir(parents=True)
-    (run / "config.yaml").write_text(dump_config(cfg))
-    write_checkpoint(run / "checkpoint_000002", model_state={"model": model.state_dict()},
-                     meta={"epoch": 2, "settings": key_settings(cfg, 300, 128),
-                           "plan_metrics": {}})
-    return run, model, cfg
-
-
-def _features(backbone: torch.nn.Module, cfg) -> torch.Tensor:
-    """The backbone's features of 16 test images, as the k-NN sees them."""
-    _, test = open_eval_sources(cfg)
-    views = make_views(cfg, open_train_source(cfg))
-    x = torch.stack([views.eval_transform(im) for im in test.load_many(np.arange(16))])
-    with torch.no_grad():
-        return backbone.eval()(x)
+from adasim_ray.recipe import build_model, make_views, open_train_source
+from tests.saved_runs import DIGITS, eval_features, write_trained_run
 
 
 class _RunsCode:
@@ -72,7 +42,7 @@ def _one_line_error(section: InitSection) -> str:
 
 def test_a_model_started_from_an_export_has_its_backbone_as_student_and_teacher(tmp_path,
                                                                                 capsys):
-    run, _, _ = _run(tmp_path)
+    run, _, _ = write_trained_run(tmp_path)
     out = tmp_path / "export"
     assert main(["export", str(run), "--output", str(out)]) == 0
     cfg = load_config(None, [*DIGITS, "seed=7", f"init.backbone={out}"])
@@ -82,16 +52,16 @@ def test_a_model_started_from_an_export_has_its_backbone_as_student_and_teacher(
     line = capsys.readouterr().out.strip()
     assert line == (f"[adasim] init: loaded {len(model.encoder('teacher').state_dict())} "
                     f"tensors from {out} (an export: cnn_tiny_cpu, teacher, run)")
-    exported = _features(load_backbone(out), cfg)
-    assert torch.equal(_features(model.encoder("teacher"), cfg), exported)
-    assert torch.equal(_features(model.encoder("student"), cfg), exported)
+    exported = eval_features(load_backbone(out), cfg)
+    assert torch.equal(eval_features(model.encoder("teacher"), cfg), exported)
+    assert torch.equal(eval_features(model.encoder("student"), cfg), exported)
     # the same config without init starts elsewhere
-    assert not torch.equal(_features(build_model(cfg, views, 300).encoder("teacher"), cfg),
+    assert not torch.equal(eval_features(build_model(cfg, views, 300).encoder("teacher"), cfg),
                            exported)
 
 
 def test_a_run_directory_on_s3_gives_its_teacher_or_student(s3_server, tmp_path):
-    run, model, cfg = _run(tmp_path)
+    run, model, cfg = write_trained_run(tmp_path)
     export = tmp_path / "export"
     assert main(["export", str(run), "--output", str(export)]) == 0
     # its data is never opened: the run's config names a data set that does not exist
@@ -126,7 +96,7 @@ def test_a_run_directory_on_s3_gives_its_teacher_or_student(s3_server, tmp_path)
 def test_a_method_with_one_backbone_gives_it_for_both_roles(tmp_path):
     """SimSiam's backbone sits at ``backbone.`` in its state dict, not ``teacher.backbone.``:
     found by building the run's own method (on the meta device)."""
-    run, model, _ = _run(tmp_path, "method=simsiam")
+    run, model, _ = write_trained_run(tmp_path, "method=simsiam")
     rng = torch.get_rng_state()
     for which in ("teacher", "student"):
         tensors = read_init(InitSection(str(run), which=which)).tensors
@@ -208,7 +178,7 @@ def test_a_timm_tag_in_the_cache_starts_a_vit_at_another_size(tmp_path, monkeypa
 
 
 def test_the_pre_flight_checks_the_source_without_loading_it(tmp_path):
-    run, _, _ = _run(tmp_path)
+    run, _, _ = write_trained_run(tmp_path)
     out = tmp_path / "export"
     assert main(["export", str(run), "--output", str(out)]) == 0
     base = ["epochs=2", "dino.warmup_epochs=1", *DIGITS]
