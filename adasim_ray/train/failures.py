@@ -13,14 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.train import UserCallback
+
 from adasim_ray.errors import (
     AdasimError,
     CheckpointError,
     ConfigError,
     DataError,
     RunStoppedError,
+    StorageError,
     first_line,
 )
+from adasim_ray.rundir.store import permanent_error
 
 _KINDS = {cls.__name__: cls for cls in (DataError, ConfigError, CheckpointError)}
 
@@ -37,9 +41,13 @@ def user_error(err: BaseException) -> AdasimError | None:
         if cur is None or id(cur) in seen:
             continue
         seen.add(id(cur))
+        if (storage := permanent_error(cur)) is not None:  # refused for good (rundir/store.py)
+            return StorageError(first_line(storage))
         if isinstance(cur, tuple(_KINDS.values())):
             return type(cur)(str(cur).splitlines()[0]) if str(cur) else cur
-        todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None)]
+        # Ray's wrappers: a task's error, a Train worker's, the Train controller's
+        todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None),
+                 getattr(cur, "_base_exc", None), getattr(cur, "controller_failure", None)]
         failures = getattr(cur, "worker_failures", None)
         if isinstance(failures, dict):
             todo += list(failures.values())
@@ -76,4 +84,34 @@ def run_stopped(err: BaseException, *, run_dir: str, epochs_done: int, epochs: i
 def ending(err: BaseException, **context: Any) -> AdasimError:
     """What a failed run raises: the user's error under ``err`` if there is one, else
     :func:`run_stopped`."""
-    return user_error(err) or run_stopped(err, **context)
+    found = user_error(err)
+    if isinstance(found, StorageError):
+        return storage_stopped(found, **context)
+    return found or run_stopped(err, **context)
+
+
+def storage_stopped(err: StorageError, *, run_dir: str, epochs_done: int, epochs: int,
+                    checkpoint_epoch: int | None, max_failures: int,
+                    command: str = "adasim-ray") -> StorageError:
+    """The one line of a run that storage refused for good: the URI and the cause, where the
+    run got to, and the command that continues it once that is fixed."""
+    saved = ("no checkpoint yet" if checkpoint_epoch is None
+             else f"its newest checkpoint is of epoch {checkpoint_epoch}")
+    return StorageError(
+        f"{first_line(err)}; the run stopped in epoch {min(epochs_done + 1, epochs)} of "
+        f"{epochs} at once (not retried, no restart); {saved}; once that is fixed, continue "
+        f"it with: {command} pretrain --resume {run_dir}")
+
+
+class StopOnStorageError(UserCallback):
+    """Ends a run at once, on Ray Train's controller, when a worker met a permanent storage
+    error: Train would restart the worker group up to ``max_failures`` times, each meeting it
+    again and redoing epochs. An error raised here is the controller's, which Train does not
+    retry."""
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]
+                        ) -> None:
+        for error in worker_exceptions.values():
+            found = user_error(error)
+            if isinstance(found, StorageError):
+                raise found

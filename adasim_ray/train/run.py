@@ -38,7 +38,7 @@ from adasim_ray.resources.placement import (
     shard_nodes,
     shortfall,
 )
-from adasim_ray.resources.storage import check_staging, check_storage
+from adasim_ray.resources.storage import check_staging, check_storage, resolve
 from adasim_ray.rundir.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -62,7 +62,7 @@ from adasim_ray.train.allocator import allocator_env
 from adasim_ray.train.board import create_plan_board
 from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.contract import WorkerPlan
-from adasim_ray.train.failures import ending
+from adasim_ray.train.failures import StopOnStorageError, ending
 from adasim_ray.train.faults import FAULT_ENV, parse_faults
 from adasim_ray.train.hooks import pin_ray_address
 from adasim_ray.train.loop import train_loop_per_worker
@@ -390,6 +390,10 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
         faults=plan.faults,
         evaluate=plan.evaluates,
     )
+    # Ray Train's own reads and writes of the run (checkpoint uploads) go through the run's
+    # guarded storage too, and a permanent storage error ends the run without a restart.
+    storage_fs, storage_path = resolve(plan.storage)
+    callbacks = [*(callbacks or []), StopOnStorageError()]
     return TorchTrainer(
         functools.partial(train_loop_per_worker, worker_plan),
         scaling_config=ScalingConfig(
@@ -401,7 +405,8 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
         ),
         run_config=RunConfig(
             name=plan.run_name,
-            storage_path=plan.storage,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
@@ -428,7 +433,8 @@ def write_summary(plan: RunPlan, result: Any, *, startup_s: float,
         "final": rows[-1] if rows else {},
         "startup_s": startup_s,
         "wall_s": time.perf_counter() - t_start,
-        "checkpoint": None if result.checkpoint is None else result.checkpoint.path,
+        "checkpoint": None if result.checkpoint is None  # a path on the storage's file system
+        else join(plan.run_dir, split(result.checkpoint.path)[1]),
     }
     write_text(join(plan.run_dir, SUMMARY), dumps(summary))
     return summary
