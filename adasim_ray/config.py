@@ -182,6 +182,9 @@ class PretrainConfig:
         batch_size: global batch (split over the workers).
         seed: seeds the model, the data order, the augmentations and the partner sampling.
         checkpoint_every: save a checkpoint every this many epochs (and at the end).
+        checkpoint_every_steps: also save one every this many steps inside an epoch, with
+            the data position (0 = off): a resume goes on from that step with the same pairs
+            and views. Worth it where an epoch is hours; each save writes the cache shards.
         skip_corrupt: skip (and count) unreadable images instead of failing.
         parquet_cache_mb: the row groups of ``parquet:`` data that each reading process
             keeps (MiB); None = 256, or 1/64 of the node's memory when less. Random access
@@ -227,6 +230,7 @@ class PretrainConfig:
     batch_size: int = 128
     seed: int = 0
     checkpoint_every: int = 1
+    checkpoint_every_steps: int = 0
     skip_corrupt: bool = False
     parquet_cache_mb: int | None = None
     amp: Literal["off", "fp16", "bf16", "auto"] | bool = "off"
@@ -340,6 +344,7 @@ def validate(
     _positive_int(cfg.epochs, "epochs")
     _positive_int(cfg.batch_size, "batch_size")
     _positive_int(cfg.checkpoint_every, "checkpoint_every")
+    _positive_int(cfg.checkpoint_every_steps, "checkpoint_every_steps", minimum=0)
     _positive_int(cfg.limit_images, "limit_images")
     _positive_int(cfg.parquet_cache_mb, "parquet_cache_mb")
     _check_tracking_uri(cfg)

@@ -40,6 +40,7 @@ def test_default_config_validates_and_round_trips(tmp_path):
         ("batch_size=100", "ray.num_workers"),
         ("ray.accelerator_type=A100", "ray.accelerator_type: A100 is a GPU type"),
         ("ray.cache_shard_accelerator_type=A10G", "ray.cache_shard_accelerator_type"),
+        ("checkpoint_every_steps=-1", "checkpoint_every_steps: must be >= 0, got -1"),
     ],
 )
 def test_bad_values_name_the_field(override, message):

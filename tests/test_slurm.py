@@ -74,8 +74,9 @@ def test_the_default_run_fits_the_default_allocation():
 # - srun ... ray start --block: holds its node until SIGTERM (recorded as "terminated");
 # - ray status: the nodes started so far (the head; the workers' unless STUB_WORKERS_JOIN=0),
 #   8 GPUs each, in `ray status`'s own layout;
-# - adasim-ray: exits with STUB_DRIVER=exit:N, or with STUB_DRIVER=run trains until SIGINT
-#   (recorded as "interrupted", exit 130 as the real CLI does).
+# - adasim-ray: exits with STUB_DRIVER=exit:N, or with STUB_DRIVER=run trains until SIGTERM
+#   (recorded as "checkpointed", exit 3 as the real CLI does after the step's checkpoint) or
+#   SIGINT ("interrupted", exit 130).
 STUB = r'''#!PYTHON
 import json, os, signal, sys, time
 
@@ -136,6 +137,11 @@ elif prog == "adasim-ray":
     mode = os.environ.get("STUB_DRIVER", "exit:0")
     if mode.startswith("exit:"):
         sys.exit(int(mode[5:]))
+    def checkpointed(signum, frame):
+        record("checkpointed")
+        sys.exit(3)
+
+    signal.signal(signal.SIGTERM, checkpointed)
     try:
         while True:
             time.sleep(0.05)
@@ -252,7 +258,7 @@ def test_usr1_stops_the_driver_then_requeues_the_job(stubbed):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     calls = stubbed.calls()
-    (stopped,) = stubbed.of("adasim-ray", "interrupted")  # SIGINT reached it: it let go
+    (stopped,) = stubbed.of("adasim-ray", "checkpointed")  # SIGTERM reached it: it saved
     (requeue,) = [c for c in stubbed.of("scontrol") if c["argv"][0] == "requeue"]
     assert requeue["argv"] == ["requeue", "4242"]
     assert calls.index(stopped) < calls.index(requeue)

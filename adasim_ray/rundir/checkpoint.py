@@ -319,7 +319,8 @@ def complete_checkpoints(run_dir: str | Path) -> list[str | Path]:
             meta = verify(path)
         except CheckpointError:
             continue
-        found.append(((int(meta["epoch"]), split(path)[1]), path))
+        # a checkpoint inside an epoch (``step``) is newer than the one of the epoch before
+        found.append(((int(meta["epoch"]), int(meta.get("step", 0)), split(path)[1]), path))
     local = "://" not in str(run_dir)
     return [Path(p) if local else p for _, p in sorted(found, reverse=True)]
 
@@ -332,16 +333,17 @@ def latest_checkpoint(run_dir: str | Path) -> str | Path | None:
 
 
 def keep_checkpoint(
-    directory: str | Path, run_dir: str | Path, epoch: int, keep: int = 2
+    directory: str | Path, run_dir: str | Path, epoch: int, keep: int = 2, step: int = 0
 ) -> str | Path:
     """Put a finished checkpoint (a local directory) into ``run_dir/checkpoint_epoch_<epoch>``
-    and keep only the ``keep`` newest; used where Ray Train keeps none (local mode).
+    (``..._step_<step>`` for one inside the next epoch) and keep only the ``keep`` newest;
+    used where Ray Train keeps none (local mode) and for the checkpoints inside an epoch.
 
     On a local disk the copy is renamed into place (atomic); on object storage, which has no
     rename, ``meta.json`` is copied last, so that a copy cut short is never loaded."""
     import shutil
 
-    name = f"checkpoint_epoch_{epoch:05d}"
+    name = f"checkpoint_epoch_{epoch:05d}" + (f"{STEP_MARK}{step:07d}" if step else "")
     if "://" in str(run_dir):
         fs, path = resolve(join(str(run_dir), name))
         local = pafs.LocalFileSystem()
@@ -362,6 +364,18 @@ def keep_checkpoint(
     for old in sorted(run_dir.glob("checkpoint_epoch_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+#: In the name of a checkpoint taken inside an epoch: ``checkpoint_epoch_00001_step_0000040``.
+STEP_MARK = "_step_"
+
+
+def drop_step_checkpoints(run_dir: str | Path) -> None:
+    """Remove the checkpoints taken inside an epoch, once a later epoch's is saved."""
+    for path in list_dirs(str(run_dir), "checkpoint_epoch_"):
+        if STEP_MARK in split(path)[1]:
+            fs, where = resolve(path)
+            fs.delete_dir(where)
 
 
 def rng_state() -> dict[str, Any]:

@@ -81,6 +81,14 @@ def run_stopped(err: BaseException, *, run_dir: str, epochs_done: int, epochs: i
         f"{what_died(err)}; {saved}; continue it with: {command} pretrain --resume {run_dir}")
 
 
+def stopped_on_sigterm(run_dir: str, epoch: int, step: int, epochs: int,
+                       command: str = "adasim-ray") -> RunStoppedError:
+    """The one line of a run that SIGTERM stopped after its checkpoint (``preemption.py``)."""
+    return RunStoppedError(
+        f"the run stopped on SIGTERM in epoch {epoch} of {epochs} after step {step}, with a "
+        f"checkpoint of that step; continue it with: {command} pretrain --resume {run_dir}")
+
+
 def ending(err: BaseException, **context: Any) -> AdasimError:
     """What a failed run raises: the user's error under ``err`` if there is one, else
     :func:`run_stopped`."""

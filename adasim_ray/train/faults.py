@@ -9,6 +9,9 @@ start of the given global training step (``epoch * iters_per_epoch + step``, fro
 ``kill_shard@N``   kill cache shard actor 0 (Ray restarts it empty; it refuses calls until
                    restored from the checkpoint, which fails the step and restarts the group)
 ``kill_driver@N``  SIGKILL the driver (``adasim-ray pretrain --resume RUN_DIR`` finishes it)
+``term_worker@N``  SIGTERM its own Train worker process, as a spot node's shutdown does
+                   (the run checkpoints the step it is in and stops: ``preemption.py``)
+``term_driver@N``  SIGTERM the driver, as SLURM before the time limit (the same)
 ``kill_save@E``    SIGKILL itself in the middle of the checkpoint of epoch E (after the model
                    file, before the shards and ``meta.json``): that save never loads
 =================  ==========================================================================
@@ -31,7 +34,8 @@ from typing import Any
 from adasim_ray.rundir.logs import fired, record_fault
 
 FAULT_ENV = "ADASIM_FAULT"
-KINDS = ("kill_worker", "kill_shard", "kill_driver", "kill_save")
+KINDS = ("kill_worker", "kill_shard", "kill_driver", "kill_save", "term_worker",
+         "term_driver")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class FaultInjector:
                 import ray
 
                 ray.kill(self.shard_handles[0], no_restart=False)
+            elif fault.kind == "term_worker":
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif fault.kind == "term_driver" and self.driver_pid is not None:
+                os.kill(self.driver_pid, signal.SIGTERM)
             elif fault.kind == "kill_driver" and self.driver_pid is not None:
                 # The driver's pid only means something on its own machine (a local test).
                 os.kill(self.driver_pid, signal.SIGKILL)

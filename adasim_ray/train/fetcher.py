@@ -2,7 +2,9 @@
 (anchor view, partner view) pairs, the images taken by index from the source it opened once.
 
 The anchors of an epoch are a permutation seeded by (seed, epoch); the partner of anchor i is
-the epoch's plan at i, read from the run's plan board (:mod:`adasim_ray.train.board`).
+the epoch's plan at i, read from the run's plan board (:mod:`adasim_ray.train.board`). An
+epoch resumed from a checkpoint inside it starts at a position the board gives: the pairs
+before it are left out, those after it are the ones an uninterrupted run makes.
 """
 
 from __future__ import annotations
@@ -74,14 +76,14 @@ class PairFetcher:
         sizes = [len(b) for b in fetch_batches(self.per_rank, batch_size)]
         self._batch_starts = np.cumsum([0, *sizes[:-1]])
         self.board = ray.get_actor(plan_board_name(run_name))
-        self._epoch = -1
+        self._epoch, self._start = -1, 0
         self._order = np.empty(0, dtype=np.int64)
         self._plan = np.empty(0, dtype=np.int64)
         self._worker = ThreadPoolExecutor(max_workers=1, initializer=_fetch_thread_setup,
                                           thread_name_prefix="adasim-fetch")
 
     def _sync_epoch(self) -> None:
-        epoch, plan = ray.get(self.board.current.remote())
+        epoch, plan, self._start = ray.get(self.board.current.remote())
         if epoch != self._epoch:
             if epoch < 0:
                 raise RuntimeError("no partner plan was published before the epoch started")
@@ -99,13 +101,28 @@ class PairFetcher:
 
     def _block_pairs(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         """Each fetch batch of the block on its own (its views seeded by its first position),
-        then all in one block."""
+        then all in one block. Positions before the epoch's start are left out: a batch
+        wholly before it is not made, one across it is made whole (its views depend on its
+        first position) and cut."""
         self._sync_epoch()
         which = np.searchsorted(self._batch_starts, positions, side="right")
-        parts = [self._pairs(p) for p in np.split(positions, np.flatnonzero(np.diff(which)) + 1)]
+        batches = np.split(positions, np.flatnonzero(np.diff(which)) + 1)
+        parts = [self._pairs(p) for p in batches if p[-1] >= self._start]
+        if self._start and parts:
+            keep = parts[0]["position"] >= self._start
+            parts[0] = {key: value[keep] for key, value in parts[0].items()}
+        if not parts:
+            return self._no_pairs()
         if len(parts) == 1:
             return parts[0]
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _no_pairs(self) -> dict[str, np.ndarray]:
+        """An empty block of the pairs' columns (a block wholly before the epoch's start)."""
+        view = np.empty((0, self.views.channels, self.views.size, self.views.size), np.uint8)
+        ids = np.empty(0, dtype=np.int64)
+        return {"anchor_id": ids, "partner_id": ids, "epoch": ids, "position": ids,
+                "anchor": view, "partner": view}
 
     def _pairs(self, rank_positions: np.ndarray) -> dict[str, np.ndarray]:
         positions = self.rank * self.per_rank + rank_positions
@@ -122,6 +139,7 @@ class PairFetcher:
             "anchor_id": anchors,
             "partner_id": partners,
             "epoch": np.full(len(anchors), self._epoch, dtype=np.int64),
+            "position": rank_positions,
             "anchor": anchor_views.numpy(),
             "partner": partner_views.numpy(),
         }

@@ -14,6 +14,13 @@ Per epoch (Algorithm 1 with the plan of past epochs, see ``adasim_ray.engine.par
    writes the checkpoint (model, optimiser, schedules' position, RNG, and the cache shards,
    once) and every rank calls ``ray.train.report`` once.
 
+Inside an epoch, every ``checkpoint_every_steps`` steps and when a SIGTERM asks
+(``preemption.py``), rank 0 writes a checkpoint of the step reached, with the epoch's data
+position and its monitors so far; a resume from it publishes the position with the plan, so
+the fetch makes the rest of the epoch's pairs and views as an uninterrupted run does. These
+are kept in the run directory, not reported to Ray Train (a report is an epoch: a sweep's
+scheduler counts them), and dropped once an epoch's checkpoint is reported.
+
 The functions follow that story, as DINO's ``train_dino`` and ``train_one_epoch`` do:
 :func:`train_loop_per_worker` calls :func:`start_worker`, :func:`resume`, then per epoch
 :func:`publish_plan`, :func:`train_one_epoch`, :func:`evaluate_epoch`, :func:`close_epoch`
@@ -54,6 +61,7 @@ from adasim_ray.recipe import build_model, make_views, open_eval_sources, open_t
 from adasim_ray.rundir.checkpoint import (
     STAGING_PREFIX,
     complete_checkpoints,
+    drop_step_checkpoints,
     keep_checkpoint,
     prune_shard_files,
     read_checkpoint,
@@ -74,6 +82,7 @@ from adasim_ray.train.failures import user_error
 from adasim_ray.train.faults import FaultInjector, parse_faults
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
+from adasim_ray.train.preemption import finished, seconds_since_signal, stop_requested
 from adasim_ray.train.speed import configure_gpu
 from adasim_ray.train.tensorboard import RunBoard
 from adasim_ray.train.tracking import Tracker, start_tracking
@@ -86,6 +95,15 @@ from adasim_ray.train.tracking import Tracker, start_tracking
 RAY_CHECKPOINT = "<ray train's checkpoint>"
 FIRST_PLAN = {"bootstrap_ratio": 0.0, "nn_top1": None, "nn2_top1": None}
 FINAL_KEYS = ("knn_top5", "linear_top1", "fewshot_mean", "fewshot_ci95")
+
+
+class PreemptedError(Exception):
+    """A stop asked by SIGTERM, taken after ``step`` steps of ``epoch`` (its checkpoint
+    written)."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"stopped in epoch {epoch + 1} after step {step}")
+        self.epoch, self.step = epoch, step
 
 
 @dataclass
@@ -118,6 +136,9 @@ class Worker:
     host_group: Any = None  # gloo group for the ids beside NCCL (GPU workers, world > 1)
     # the float32 views of the last step, rewritten in place by the next (GlobalViews.normalize)
     view_buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
+    # a checkpoint inside an epoch, resumed: its step, monitors so far and lr (until used)
+    progress: dict[str, Any] | None = None
+    stop_poll: list[Any] = field(default_factory=list)  # rank 0's call to the board in flight
 
     @property
     def run_dir(self) -> str:
@@ -153,11 +174,12 @@ def _train(plan: WorkerPlan) -> dict[str, Any]:
 def _epochs(worker: Worker) -> dict[str, Any]:
     cfg = worker.cfg
     start_epoch, plan_metrics = resume(worker)
+    start_step = worker.progress["step"] if worker.progress else 0
     if worker.metrics_log is not None:
         worker.metrics_log.truncate(start_epoch)  # epochs after the checkpoint are redone
         if worker.plan.tensorboard:  # and their steps are hidden in TensorBoard
-            worker.tensorboard = RunBoard(worker.run_dir,
-                                          start_epoch * worker.method.iters_per_epoch + 1)
+            worker.tensorboard = RunBoard(
+                worker.run_dir, start_epoch * worker.method.iters_per_epoch + start_step + 1)
         # the run's tracked run, new or continued; the steps it holds are not logged again
         worker.tracker = start_tracking(worker.run_dir, cfg)
     last: dict[str, Any] = {}
@@ -167,9 +189,14 @@ def _epochs(worker: Worker) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         epoch_t0 = time.perf_counter()
         if ahead is None:
-            publish_plan(worker, epoch)
+            resumed_inside = start_step if epoch == start_epoch else 0
+            publish_plan(worker, epoch, resumed_inside * (cfg.batch_size // max(worker.world, 1)))
             ahead = NextEpoch.start(worker, epoch)
-        metrics = train_one_epoch(worker, epoch, plan_metrics, epoch_t0, ahead)
+        try:
+            metrics = train_one_epoch(worker, epoch, plan_metrics, epoch_t0, ahead)
+        except PreemptedError as stop:
+            last = report_stop(worker, stop)
+            break
         next_plan = worker.cache.end_epoch() if worker.cache is not None else None
         ahead = None
         if epoch + 1 < end:  # the next epoch's views are made while this one is evaluated
@@ -259,8 +286,11 @@ def resume(worker: Worker) -> tuple[int, dict[str, Any]]:
         worker.scaler.load_state_dict(state["scaler"])
     restore_rng(state["rng"])
     start_epoch = int(meta["epoch"])
+    worker.progress = state.get("progress")  # a checkpoint inside epoch start_epoch + 1
     if worker.cache is not None:
-        print(f"[adasim] resumed from checkpoint at epoch {start_epoch}", flush=True)
+        where = (f"epoch {start_epoch + 1} step {worker.progress['step']}" if worker.progress
+                 else f"epoch {start_epoch}")
+        print(f"[adasim] resumed from checkpoint at {where}", flush=True)
         record_resume(worker.run_dir, start_epoch)
     return start_epoch, meta["plan_metrics"]
 
@@ -311,15 +341,16 @@ def _restore(worker: Worker, checkpoint: str | Path) -> tuple[Any, Any]:
     return meta, state
 
 
-def publish_plan(worker: Worker, epoch: int) -> None:
+def publish_plan(worker: Worker, epoch: int, start: int = 0) -> None:
     """Rank 0 puts the epoch's partner plan on the plan board, where the fetch tasks of every
-    rank read it; no rank starts the epoch before it is there."""
+    rank read it, with the position of each rank's share to start at (a resume inside the
+    epoch); no rank starts the epoch before it is there."""
     if worker.cache is not None:
         plan = worker.cache.partners()
         # a collapse monitor that needs no labels: partners all alike is a collapsed space
         worker.distinct_partners = len(np.unique(plan)) / max(len(plan), 1)
         plan_ref = ray.put(plan)
-        ray.get(worker.board.publish.remote(epoch, [plan_ref]))
+        ray.get(worker.board.publish.remote(epoch, [plan_ref], start))
     _barrier(worker.world)
 
 
@@ -359,7 +390,10 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
     to the cache, a progress line every ``log_every`` steps; the epoch's training metrics.
 
     Throughput counts from the second step on; the wait for the first batch is reported
-    apart (``first_batch_s``)."""
+    apart (``first_batch_s``). An epoch resumed inside goes on from the checkpoint's step
+    and monitors (``worker.progress``). After each step but the last, the ranks agree
+    whether to stop (:func:`stop_agreed`); a checkpoint of the step is written when due or
+    when stopping, and a stop raises :class:`PreemptedError`."""
     cfg, rank, world = worker.cfg, worker.rank, worker.world
     iters, log_every = worker.method.iters_per_epoch, worker.plan.log_every
     if ahead.epoch != epoch:
@@ -367,9 +401,11 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
     prefetched = ahead.first.done()
     stream = ahead.stream()
     monitors = worker.method.monitors  # what the method logs, its own names
-    sums: dict[str, list[float]] = {name: [] for name in monitors}
-    lr = float("nan")
-    step, images, steady_t0, steady_images, first_batch_s = 0, 0, None, 0, float("nan")
+    progress, worker.progress = worker.progress or {}, None
+    sums: dict[str, list[float]] = progress.get("sums") or {name: [] for name in monitors}
+    lr = progress.get("lr", float("nan"))
+    step = first_step = progress.get("step", 0)
+    images, steady_t0, steady_images, first_batch_s = 0, None, 0, float("nan")
     worker.model.train()
     for batch in stream:
         it = epoch * iters + step
@@ -382,14 +418,14 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
         lr = out.monitors["lr"]
         step += 1
         images += len(batch["anchor"]) * world
-        if step == 1:
+        if steady_t0 is None:
             steady_t0, steady_images = time.perf_counter(), images
             first_batch_s = steady_t0 - epoch_t0
         if rank == 0 and (step % log_every == 0 or step == iters):
             steady = max(time.perf_counter() - steady_t0, 1e-9)
             rate = (images - steady_images) / steady
-            eta = eta_text(step, iters, steady / max(step - 1, 1), epoch, cfg.epochs,
-                           first_batch_s)
+            eta = eta_text(step, iters, steady / max(step - first_step - 1, 1), epoch,
+                           cfg.epochs, first_batch_s)
             print(f"[adasim] epoch {epoch + 1}/{cfg.epochs} step {step}/{iters} "
                   f"{rate:.0f} img/s loss {out.monitors['loss']:.4f} "
                   f"bootstrap {plan_metrics['bootstrap_ratio']:.3f} {eta}", flush=True)
@@ -398,6 +434,14 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
             if worker.tracker is not None:
                 worker.tracker.log(it + 1, {f"step/{k}": out.monitors.get(k)
                                             for k in (*monitors, "lr")})
+        if step < iters:
+            stopping = stop_agreed(worker)
+            every = cfg.checkpoint_every_steps
+            if stopping or (every and step % every == 0):
+                save_step_checkpoint(worker, epoch, {"step": step, "sums": sums, "lr": lr},
+                                     plan_metrics, stopping=stopping)
+            if stopping:
+                raise PreemptedError(epoch, step)
     train_s = time.perf_counter() - epoch_t0
     steady_s = time.perf_counter() - steady_t0 if steady_t0 else float("nan")
     if step != iters:
@@ -406,7 +450,8 @@ def train_one_epoch(worker: Worker, epoch: int, plan_metrics: dict[str, Any],
         "epoch": epoch + 1,
         **{name: _mean(values) if values else None for name, values in sums.items()},
         "lr": lr,
-        "images_per_s": (images - steady_images) / steady_s if step > 1 else float("nan"),
+        "images_per_s": ((images - steady_images) / steady_s if step > first_step + 1
+                         else float("nan")),
         "train_s": train_s,
         "first_batch_s": first_batch_s,
         "prefetched": prefetched,
@@ -526,19 +571,47 @@ def save_checkpoint(worker: Worker, epoch: int, metrics: dict[str, Any],
     actors) and ``meta.json`` last."""
     ckpt_dir = tempfile.mkdtemp(prefix=STAGING_PREFIX)
     try:
-        _write(worker, ckpt_dir, epoch, metrics, next_plan)
+        _write(worker, ckpt_dir, epoch + 1, metrics, next_plan)
     except BaseException:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         raise
     return ckpt_dir
 
 
-def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
-           next_plan: dict[str, Any]) -> None:
+def save_step_checkpoint(worker: Worker, epoch: int, progress: dict[str, Any],
+                         plan_metrics: dict[str, Any], stopping: bool = False) -> None:
+    """Rank 0 writes the checkpoint of step ``progress["step"]`` inside ``epoch`` straight
+    into the run directory (``checkpoint_epoch_<E>_step_<S>``, E the epochs done); the other
+    ranks go on and meet rank 0 at the next step's collectives. The checkpoint of a stop
+    says when it was taken (``stopped_at``), which the driver reads."""
+    if worker.cache is None:
+        return
+    t0 = time.perf_counter()
+    ckpt_dir = tempfile.mkdtemp(prefix=STAGING_PREFIX)
+    try:
+        _write(worker, ckpt_dir, epoch, {}, plan_metrics, progress,
+               stopped_at=time.time() if stopping else None)
+        keep_checkpoint(ckpt_dir, worker.run_dir, epoch, step=progress["step"])
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    since = seconds_since_signal()
+    print(f"[adasim] checkpoint of epoch {epoch + 1} step {progress['step']} written in "
+          f"{time.perf_counter() - t0:.1f} s"
+          + ("" if since is None else f", {since:.1f} s after this worker's SIGTERM"),
+          flush=True)
+
+
+def _write(worker: Worker, ckpt_dir: str, epochs_done: int, metrics: dict[str, Any],
+           plan_metrics: dict[str, Any], progress: dict[str, Any] | None = None,
+           stopped_at: float | None = None) -> None:
+    """The files of a checkpoint after ``epochs_done`` epochs and, with ``progress``,
+    ``progress["step"]`` steps of the next; ``plan_metrics`` are those of the plan of the
+    epoch that the checkpoint resumes."""
     save_id = uuid.uuid4().hex[:8]
+    step = progress["step"] if progress else 0
     # The shard actors write their own files to the run's storage first; meta.json, which
     # lists them with their sizes, comes last.
-    shard_files = worker.cache.save_files(worker.run_dir, epoch + 1, save_id)
+    shard_files = worker.cache.save_files(worker.run_dir, epochs_done, save_id)
     prune_shard_files(worker.run_dir, keep=split(split(shard_files[0][0])[0])[1])
     write_checkpoint(
         ckpt_dir,
@@ -547,16 +620,19 @@ def _write(worker: Worker, ckpt_dir: str, epoch: int, metrics: dict[str, Any],
             "optimizer": worker.optimizer.state_dict(),
             "scaler": worker.scaler.state_dict() if worker.scaler is not None else None,
             "rng": rng_state(),  # torch (CPU and CUDA), numpy, Python
-            "it": (epoch + 1) * worker.method.iters_per_epoch,
+            "it": epochs_done * worker.method.iters_per_epoch + step,
+            "progress": progress,
         },
         shard_files=shard_files,
         meta={
-            "epoch": epoch + 1,
+            "epoch": epochs_done,
+            **({"step": step} if step else {}),
+            **({"stopped_at": stopped_at} if stopped_at else {}),
             "settings": worker.plan.settings,
-            "plan_metrics": next_plan,
+            "plan_metrics": plan_metrics,
             "metrics": metrics,
         },
-        between_files=lambda: worker.faults.during_save(epoch + 1),
+        between_files=None if step else lambda: worker.faults.during_save(epochs_done),
     )
 
 
@@ -591,6 +667,26 @@ def report(worker: Worker, metrics: dict[str, Any], ckpt_dir: str | None, epoch:
                              checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
     finally:  # the staging copy goes, whether the report or the copy worked or not
         shutil.rmtree(Path(ckpt_dir), ignore_errors=True)
+    drop_step_checkpoints(worker.run_dir)  # the checkpoints inside the epoch are behind it
+
+
+def stop_agreed(worker: Worker) -> bool:
+    """Whether to stop after this step: any rank's process was sent SIGTERM, or the driver
+    asked (rank 0 reads the board). Every rank calls it after the same steps, and all get
+    the same answer (the flag's maximum over the ranks, on the host)."""
+    asked = stop_requested(worker.board, worker.stop_poll)
+    if worker.world == 1 or not dist.is_initialized():
+        return asked
+    flag = torch.tensor([int(asked)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=worker.host_group)
+    return bool(flag.item())
+
+
+def report_stop(worker: Worker, stop: PreemptedError) -> dict[str, Any]:
+    """Where a run stopped by SIGTERM stopped, its checkpoint written (in
+    :func:`train_one_epoch`, marked for the driver); the watchdog stands down."""
+    finished()
+    return {"stopped_epoch": stop.epoch + 1, "stopped_step": stop.step}
 
 
 def _barrier(world: int) -> None:

@@ -62,11 +62,12 @@ from adasim_ray.train.allocator import allocator_env
 from adasim_ray.train.board import create_plan_board
 from adasim_ray.train.cache_actor import create_shard_actors
 from adasim_ray.train.contract import WorkerPlan
-from adasim_ray.train.failures import StopOnStorageError, ending
+from adasim_ray.train.failures import StopOnStorageError, ending, stopped_on_sigterm
 from adasim_ray.train.faults import FAULT_ENV, parse_faults
 from adasim_ray.train.hooks import pin_ray_address
 from adasim_ray.train.loop import train_loop_per_worker
 from adasim_ray.train.pipeline import rank_dataset
+from adasim_ray.train.preemption import SaveOnSigterm, driver_sigterm
 
 
 def new_run_name(cfg: PretrainConfig) -> str:
@@ -210,7 +211,7 @@ def pretrain(
     schedules still span ``cfg.epochs``): a hook for resume tests and time-boxed jobs.
     ``callbacks`` go to Ray Train's ``RunConfig`` (a sweep passes Tune's report callback).
     """
-    t_start = time.perf_counter()
+    t_start, wall_start = time.perf_counter(), time.time()
     plan = plan_run(cfg, output, resume=resume, force=force, run_name=run_name)
     lease = RunLease.acquire(plan.run_dir)  # one driver per run, before it writes anything
     try:
@@ -223,7 +224,8 @@ def pretrain(
         trainer = build_trainer(cfg, plan, log_every=log_every, stop_after=stop_after,
                                 callbacks=callbacks)
         try:
-            result = trainer.fit()
+            with driver_sigterm(board=actors[-1]):  # SIGTERM: checkpoint, then stop
+                result = trainer.fit()
         except Exception as err:  # local mode raises the loop's error directly
             raise stop_error(err, cfg, plan) from err
         finally:
@@ -231,9 +233,20 @@ def pretrain(
                 ray.kill(handle)
         if result.error is not None:
             raise stop_error(result.error, cfg, plan) from result.error
+        stop = stopped_since(plan.run_dir, wall_start)
+        if stop is not None:
+            raise stopped_on_sigterm(plan.run_dir, stop["epoch"] + 1, stop["step"], cfg.epochs)
         return write_summary(plan, result, startup_s=t_ray - t_start, t_start=t_start)
     finally:
         lease.release()
+
+
+def stopped_since(run_dir: str, since: float) -> dict[str, Any] | None:
+    """The meta of the run's newest checkpoint if a SIGTERM stop took it after ``since``
+    (``loop.save_step_checkpoint``; Ray Train's result holds no report without a checkpoint)."""
+    latest = latest_checkpoint(run_dir)
+    meta = read_meta(latest) if latest is not None else {}
+    return meta if meta.get("stopped_at", 0) > since else None
 
 
 def stop_error(err: BaseException, cfg: PretrainConfig, plan: RunPlan) -> Exception:
@@ -316,8 +329,8 @@ def resume_target(resume: str, settings: dict[str, Any], force: bool) -> tuple[s
 
 
 def start_bootstrap_actors(cfg: PretrainConfig, plan: RunPlan) -> list[ray.actor.ActorHandle]:
-    """The S cache shard actors and the plan board (named after the run, so that the Train
-    workers and the fetch tasks find them). Each shard goes to the node it takes when the
+    """The S cache shard actors and the plan board, last (named after the run, so that the
+    Train workers and the fetch tasks find them). Each shard goes to the node it takes when the
     Train workers are placed first on what the cluster has free now (``placement.assign``),
     so that no shard takes a GPU slice or CPUs that the worker group needs. The board's
     process starts while the shards' do; all are up on return."""
@@ -409,7 +422,7 @@ def build_trainer(cfg: PretrainConfig, plan: RunPlan, *, log_every: int,
             storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), SaveOnSigterm()],  # in every Train worker
         ),
         datasets=datasets,
         dataset_config=DataConfig(

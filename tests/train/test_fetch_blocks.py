@@ -65,3 +65,25 @@ def test_grouped_blocks_carry_the_same_pairs(ray_session):
         assert np.array_equal(alone[key], grouped[key]), key
     assert np.array_equal(alone["partner_id"], plan[alone["anchor_id"]])
     assert sorted(alone["anchor_id"]) == list(range(96))
+
+
+def test_an_epoch_resumed_inside_makes_the_rest_of_its_pairs(ray_session):
+    """A start position on the board (a checkpoint inside the epoch) leaves out the pairs
+    before it, blocks wholly before it included, and the rest are the uninterrupted epoch's."""
+    import ray
+
+    from adasim_ray.config import load_config
+    from adasim_ray.train.board import create_plan_board
+
+    cfg = load_config(None, ["data=digits", "limit_images=96", "batch_size=16"])
+    board = create_plan_board("fetch-start")
+    plan = ray.put(np.roll(np.arange(96), 5))
+    ray.get(board.publish.remote(0, [plan]))
+    _, whole = _epoch_pairs(cfg, "fetch-start", 2e-6)  # a batch a block
+    for start in (21, 48):  # inside a fetch batch; at one's start, after 3 whole blocks
+        ray.get(board.publish.remote(0, [plan], start))
+        _, rest = _epoch_pairs(cfg, "fetch-start", 2e-6)
+        assert rest["position"].tolist() == list(range(start, 96))
+        for key in whole:
+            assert np.array_equal(rest[key], whole[key][start:]), (start, key)
+    ray.kill(board)
