@@ -59,7 +59,7 @@ class RunStoppedError(AdasimError, RuntimeError):
 class StorageError(AdasimError):
     """Run storage refused for good (access denied, no such bucket, no space left): never
     retried, it ends the run at once. The message names the URI and the cause; a transient
-    error (a timeout, a 5xx, throttling) is retried instead (``rundir/store.py``). Not an
+    error (a timeout, a 5xx, throttling) is retried instead (``resources/store.py``). Not an
     ``OSError``, so that code which reads a failing storage as "nothing there" does not
     swallow it."""
 

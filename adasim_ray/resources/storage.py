@@ -1,5 +1,5 @@
 """A run's storage, a local path or a cloud URI (through pyarrow's file systems): how it is
-opened (:func:`resolve`, its errors told apart in ``rundir/store.py``), and that it can be
+opened (:func:`resolve`, its errors told apart in ``resources/store.py``), and that it can be
 written, found out at start-up rather than at the first checkpoint: ``adasim-ray check``
 probes it, and the pretraining driver also checks that a local disk has room for its
 checkpoints."""
@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from adasim_ray.errors import ConfigError
-from adasim_ray.rundir.store import resolve  # noqa: F401 - where the package opens storage
+from adasim_ray.resources.store import resolve  # noqa: F401 - where the package opens storage
 
 
 def probe_storage(uri: str) -> None:

@@ -37,8 +37,8 @@ import torch
 from adasim_ray.config import PretrainConfig
 from adasim_ray.errors import CheckpointError
 from adasim_ray.resources.storage import resolve
+from adasim_ray.resources.store import require_room, state_bytes
 from adasim_ray.rundir.layout import join, list_dirs, read_text, split
-from adasim_ray.rundir.store import require_room, state_bytes
 
 META = "meta.json"
 MODEL = "model.pt"

@@ -24,7 +24,7 @@ from adasim_ray.errors import (
     StorageError,
     first_line,
 )
-from adasim_ray.rundir.store import permanent_error
+from adasim_ray.resources.store import permanent_error
 
 _KINDS = {cls.__name__: cls for cls in (DataError, ConfigError, CheckpointError)}
 
@@ -41,7 +41,7 @@ def user_error(err: BaseException) -> AdasimError | None:
         if cur is None or id(cur) in seen:
             continue
         seen.add(id(cur))
-        if (storage := permanent_error(cur)) is not None:  # refused for good (rundir/store.py)
+        if (storage := permanent_error(cur)) is not None:  # refused for good (resources/store.py)
             return StorageError(first_line(storage))
         if isinstance(cur, tuple(_KINDS.values())):
             return type(cur)(str(cur).splitlines()[0]) if str(cur) else cur

@@ -67,7 +67,7 @@ def gather_rows(part: np.ndarray | torch.Tensor, sizes: list[int], rank: int, wo
         raise ValueError(f"rank {rank} holds {len(part)} rows, sizes say {sizes}")
     width = rows_in.shape[1]
     itemsize = torch.empty((), dtype=dtype).element_size()
-    rows = max(1, block_bytes // (world * width * itemsize))
+    rows = max(1, min(max(sizes), block_bytes // (world * width * itemsize)))
     send = torch.zeros((rows, width), dtype=dtype, device=device)
     received = [torch.empty_like(send) for _ in range(world)] if rank == 0 else None
     out = torch.empty((sum(sizes), width), dtype=dtype) if rank == 0 else None

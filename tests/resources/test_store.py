@@ -1,4 +1,4 @@
-"""Run storage with its errors told apart (``rundir/store.py``), against the S3 server on
+"""Run storage with its errors told apart (``resources/store.py``), against the S3 server on
 127.0.0.1 behind a proxy that fails chosen requests (``tests/s3_faults.py``), more of them in
 a row than pyarrow's client retries by default (3): a transient error is retried and the
 operation succeeds, a permanent one is one line naming the URI and the cause, sent once; a
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from adasim_ray.errors import StorageError
+from adasim_ray.resources.store import SDK_ATTEMPTS, classify, permanent_error, resolve
 from adasim_ray.rundir.checkpoint import save_state_file
 from adasim_ray.rundir.layout import read_text, write_text
-from adasim_ray.rundir.store import SDK_ATTEMPTS, classify, permanent_error, resolve
 from tests.s3_faults import FaultProxy
 
 
