@@ -42,6 +42,7 @@ from torch import nn
 from adasim_ray.methods.base import Branch, MomentumMethod, Schedules
 from adasim_ray.methods.heads import ProjectionHead, mlp_blocks
 from adasim_ray.methods.monitors import std_of_l2_normalized
+from adasim_ray.methods.ranges import check_ranges
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr
 from adasim_ray.methods.step import StepOutput
@@ -89,16 +90,9 @@ class BYOLConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: must be one of {list(OPTIMIZERS)}, "
                              f"got {self.optimizer!r}")
-        for name in ("proj_hidden_dim", "proj_dim", "pred_hidden_dim", "base_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("min_lr", "warmup_epochs", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.momentum_teacher <= 1.0:
-            raise ValueError(f"momentum_teacher: must lie in [0, 1], got {self.momentum_teacher}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum: must lie in [0, 1), got {self.momentum}")
+        check_ranges(self, positive=("proj_hidden_dim", "proj_dim", "pred_hidden_dim", "base_lr"),
+                     non_negative=("min_lr", "warmup_epochs", "weight_decay"),
+                     unit=("momentum_teacher",), unit_open=("momentum",))
 
 
 class BYOLProjectionHead(ProjectionHead):

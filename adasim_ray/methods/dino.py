@@ -32,6 +32,7 @@ from adasim_ray.methods.base import Branch, MomentumMethod, Schedules
 from adasim_ray.methods.heads import DINOHead
 from adasim_ray.methods.losses import DINOLoss
 from adasim_ray.methods.monitors import mean_entropy, std_of_l2_normalized
+from adasim_ray.methods.ranges import check_ranges
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr, teacher_temp_schedule
 from adasim_ray.methods.step import StepOutput, schedule_at
@@ -91,19 +92,14 @@ class DINOConfig:
     freeze_last_layer: int = 1
 
     def __post_init__(self) -> None:
-        positive = ("out_dim", "hidden_dim", "bottleneck_dim", "student_temp", "teacher_temp",
-                    "warmup_teacher_temp", "base_lr")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("center_momentum", "momentum_teacher"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: must lie in [0, 1], got {getattr(self, name)}")
-        non_negative = ("min_lr", "warmup_epochs", "weight_decay", "weight_decay_end",
-                        "clip_grad", "freeze_last_layer", "warmup_teacher_temp_epochs")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=("out_dim", "hidden_dim", "bottleneck_dim", "student_temp", "teacher_temp",
+                      "warmup_teacher_temp", "base_lr"),
+            non_negative=("min_lr", "warmup_epochs", "weight_decay", "weight_decay_end",
+                          "clip_grad", "freeze_last_layer", "warmup_teacher_temp_epochs"),
+            unit=("center_momentum", "momentum_teacher"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ from adasim_ray.methods.base import Schedules, SelfDistillationMethod
 from adasim_ray.methods.heads import SimSiamPredictor, SimSiamProjector
 from adasim_ray.methods.losses import simsiam_loss
 from adasim_ray.methods.monitors import std_of_l2_normalized
+from adasim_ray.methods.ranges import check_ranges
 from adasim_ray.methods.registry import register_method
 from adasim_ray.methods.schedules import cosine_schedule, scaled_lr
 from adasim_ray.methods.step import StepOutput, schedule_at
@@ -60,14 +61,9 @@ class SimSiamConfig:
     fix_pred_lr: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("proj_hidden_dim", "proj_dim", "pred_dim", "base_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("min_lr", "warmup_epochs", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum: must lie in [0, 1), got {self.momentum}")
+        check_ranges(self, positive=("proj_hidden_dim", "proj_dim", "pred_dim", "base_lr"),
+                     non_negative=("min_lr", "warmup_epochs", "weight_decay"),
+                     unit_open=("momentum",))
 
 
 @register_method("simsiam", SimSiamConfig)
