@@ -37,10 +37,11 @@ def fired(run_dir: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(join(str(run_dir), FAULTS_LOG))
 
 
-def record_fault(run_dir: str, kind: str, at: int) -> None:
-    """Add to ``faults.jsonl`` that fault ``kind@at`` fires now, in this process."""
+def record_fault(run_dir: str, kind: str, at: int, **detail: Any) -> None:
+    """Add to ``faults.jsonl`` that fault ``kind@at`` fires now, in this process (``detail``:
+    more fields of the record, e.g. the Ray node a ``lose_node`` fault names)."""
     append_jsonl(join(run_dir, FAULTS_LOG),
-                 {"fault": kind, "at": at, "pid": os.getpid(), "time": time.time()})
+                 {"fault": kind, "at": at, "pid": os.getpid(), "time": time.time(), **detail})
 
 
 def record_resume(run_dir: str, epoch: int) -> None:

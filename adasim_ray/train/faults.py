@@ -14,6 +14,10 @@ start of the given global training step (``epoch * iters_per_epoch + step``, fro
 ``term_driver@N``  SIGTERM the driver, as SLURM before the time limit (the same)
 ``kill_save@E``    SIGKILL itself in the middle of the checkpoint of epoch E (after the model
                    file, before the shards and ``meta.json``): that save never loads
+``lose_node@N``    record the Ray node it runs on and wait there: whoever runs the cluster
+                   removes that node, its raylet and every process on it (the multi-node test
+                   on this machine, ``tests/train/multinode.py``); Ray Train replaces the
+                   worker group, rank 0 restores the lost shards from the newest checkpoint
 =================  ==========================================================================
 
 Each fault fires once per run: it is appended to ``RUN_DIR/faults.jsonl`` (flushed to disk)
@@ -35,7 +39,9 @@ from adasim_ray.rundir.logs import fired, record_fault
 
 FAULT_ENV = "ADASIM_FAULT"
 KINDS = ("kill_worker", "kill_shard", "kill_driver", "kill_save", "term_worker",
-         "term_driver")
+         "term_driver", "lose_node")
+#: How long ``lose_node`` waits for its node to go before it trains on (seconds).
+LOSE_NODE_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -77,19 +83,28 @@ class FaultInjector:
         self.faults, self.run_dir, self.driver_pid = faults, run_dir, driver_pid
         self.shard_handles = list(shard_handles)
 
-    def _claim(self, fault: Fault) -> bool:
+    def _claim(self, fault: Fault, **detail: Any) -> bool:
         """Record the fault unless it already fired; True if this call should act."""
         done = {(f["fault"], f["at"]) for f in fired(self.run_dir)}
         if (fault.kind, fault.at) in done:
             return False
-        record_fault(self.run_dir, fault.kind, fault.at)
+        record_fault(self.run_dir, fault.kind, fault.at, **detail)
         print(f"[adasim] fault injected: {fault.kind}@{fault.at}", flush=True)
         return True
 
     def at_step(self, it: int) -> None:
         """Called at the start of global step ``it``."""
         for fault in self.faults:
-            if fault.at != it or fault.kind == "kill_save" or not self._claim(fault):
+            if fault.at != it or fault.kind == "kill_save":
+                continue
+            if fault.kind == "lose_node":
+                import ray
+
+                # The record names the node; its remover reads it (faults.jsonl).
+                if self._claim(fault, node=ray.get_runtime_context().get_node_id()):
+                    time.sleep(LOSE_NODE_WAIT_S)
+                continue
+            if not self._claim(fault):
                 continue
             if fault.kind == "kill_worker":
                 os.kill(os.getpid(), signal.SIGKILL)
