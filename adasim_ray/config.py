@@ -193,8 +193,8 @@ class PretrainConfig:
             ``off``; ``fp16``: autocast to float16 with a GradScaler (the loss is scaled, a
             step whose gradients overflow is skipped and the scale lowered), as DINO's
             ``--use_fp16``; ``bf16``: autocast to bfloat16 without a scaler (float32's range;
-            Ampere GPUs or newer); ``auto``: ``bf16`` where the worker's GPU supports it, else
-            ``fp16``. Weights, optimiser state, gradients' clipping and the cache's features
+            Ampere GPUs or newer); ``auto`` (the default): ``bf16`` where the worker's GPU
+            supports it, else ``fp16``, off on a CPU. Weights, optimiser state, gradients' clipping and the cache's features
             stay float32. ``true`` / ``false`` (older configs) mean ``fp16`` / ``off``.
         sync_bn: under DDP on GPUs, turn every BatchNorm (ResNet backbones, a DINO head
             with ``use_bn_in_head``, SimSiam's projector) into SyncBatchNorm, which
@@ -233,7 +233,7 @@ class PretrainConfig:
     checkpoint_every_steps: int = 0
     skip_corrupt: bool = False
     parquet_cache_mb: int | None = None
-    amp: Literal["off", "fp16", "bf16", "auto"] | bool = "off"
+    amp: Literal["off", "fp16", "bf16", "auto"] | bool = "auto"
     sync_bn: bool = True
     tracking: Literal["none", "mlflow", "wandb"] = "none"
     tracking_uri: str | None = None
