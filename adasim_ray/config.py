@@ -194,8 +194,9 @@ class PretrainConfig:
             step whose gradients overflow is skipped and the scale lowered), as DINO's
             ``--use_fp16``; ``bf16``: autocast to bfloat16 without a scaler (float32's range;
             Ampere GPUs or newer); ``auto`` (the default): ``bf16`` where the worker's GPU
-            supports it, else ``fp16``, off on a CPU. Weights, optimiser state, gradients' clipping and the cache's features
-            stay float32. ``true`` / ``false`` (older configs) mean ``fp16`` / ``off``.
+            supports it, else ``fp16``, off on a CPU. Weights, optimiser state, gradients'
+            clipping and the cache's features stay float32. ``true`` / ``false`` (older
+            configs) mean ``fp16`` / ``off``.
         sync_bn: under DDP on GPUs, turn every BatchNorm (ResNet backbones, a DINO head
             with ``use_bn_in_head``, SimSiam's projector) into SyncBatchNorm, which
             normalises over the global batch, as DINO's and SimSiam's references do. CPU
