@@ -4,8 +4,9 @@ standard error of each paired difference (+ AdaSim minus plain, + NN minus plain
 points) at most ``--target-se`` (0.7), or ``--max-seeds`` (12), whichever comes first; also
 DINO-2 + AdaSim with tau = 0, which must equal the plain baseline exactly.
 
-Every finished run is kept (``RUNS/<method>-<mode>-s<seed>/summary.json``) and a run of the
-study continues where the last one stopped: ``--budget-min`` ends a sitting after that many
+Every finished run is kept (``RUNS/<method>-<mode>-s<seed>/``, and its summary and metrics in
+``OUTPUT/records/<name>.json``, which is committed) and a run of the study continues where the
+last one stopped, on any checkout: ``--budget-min`` ends a sitting after that many
 minutes of new runs, so that the study runs in several sittings, beside other work. It writes
 ``results.md`` (mean, std, the paired difference with its 95% interval per method, a sentence
 per claim of the paper: confirmed, refuted or cannot tell at this scale, and how many seeds are
@@ -108,15 +109,32 @@ def run_dir_of(args: argparse.Namespace, name: str) -> Path:
     return Path(args.runs or Path(args.output) / "runs") / name
 
 
+def record_of(args: argparse.Namespace, name: str) -> Path:
+    """A finished run's record (its summary and per-epoch metrics, a few kB), kept beside
+    ``results.md`` and committed, so that the study continues on another machine or checkout
+    where the run directories (gitignored) are not."""
+    return Path(args.output) / "records" / f"{name}.json"
+
+
 def finished(args: argparse.Namespace, name: str) -> dict | None:
-    """The run's metrics rows and summary when it finished, else None."""
+    """The run's metrics rows and summary when it finished, else None: from its record, or
+    from its run directory (which then writes the record)."""
     from adasim_ray.rundir.metrics import MetricsLog
 
+    record = record_of(args, name)
+    if record.is_file():
+        return json.loads(record.read_text())
     done = run_dir_of(args, name) / "summary.json"
     if not done.is_file():
         return None
     summary = json.loads(done.read_text())
-    return {"summary": summary, "rows": MetricsLog(summary["run_dir"]).read()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True).stdout.strip()
+    found = {"summary": summary, "rows": MetricsLog(summary["run_dir"]).read(),
+             "commit": commit or None}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(found, indent=1) + "\n")
+    return found
 
 
 def run_one(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
@@ -323,8 +341,10 @@ def main() -> None:
     out = Path(args.output)
     if seeds:
         plot_bootstrap(runs, seeds, out / "fig3a_bootstrap.png")
+    fig1_run = runs.get(("dino", "adasim", 0), {}).get("summary", {}).get("run_dir")
+    if fig1_run and Path(fig1_run, "summary.json").is_file():  # its cache, on this machine
         subprocess.run([sys.executable, str(ROOT / "launch.py"), "visualize", "neighbours",
-                        runs["dino", "adasim", seeds[0]]["summary"]["run_dir"], "--output",
+                        fig1_run, "--output",
                         str(out / "fig1_dino_adasim.png")], check=True, cwd=ROOT)
     (out / "results.md").write_text(report(args, runs, seeds, tau0, complete))
     print((out / "results.md").read_text())

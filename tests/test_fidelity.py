@@ -70,3 +70,25 @@ def test_the_gpu_plan_passes_check_on_a_machine_without_a_gpu():
 
 def fidelity_plan() -> Path:
     return ROOT / "experiments" / "fidelity" / "imagenet100_vits16.yaml"
+
+
+def test_a_finished_run_is_kept_as_a_record_that_outlives_its_run_directory(fidelity, tmp_path):
+    import argparse
+    import json
+    import shutil
+
+    args = argparse.Namespace(output=str(tmp_path / "out"), runs=None)
+    run_dir = fidelity.run_dir_of(args, "dino-none-s0")
+    run_dir.mkdir(parents=True)
+    rows = [{"epoch": 1, "loss": 3.2, "bootstrap_ratio": 0.0},
+            {"epoch": 2, "loss": 3.0, "bootstrap_ratio": 0.1}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"run_dir": str(run_dir), "final": {"knn_top1": 0.88}, "wall_s": 120.0}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert fidelity.finished(args, "dino-nn-s0") is None
+    found = fidelity.finished(args, "dino-none-s0")
+    assert found["summary"] == summary and [r["loss"] for r in found["rows"]] == [3.2, 3.0]
+    shutil.rmtree(run_dir.parent)  # another checkout: only the committed record is there
+    again = fidelity.finished(args, "dino-none-s0")
+    assert again["summary"] == summary and again["rows"] == found["rows"]
+    assert fidelity.knn_points(again) == pytest.approx(88.0)
