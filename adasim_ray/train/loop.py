@@ -82,7 +82,12 @@ from adasim_ray.train.failures import user_error
 from adasim_ray.train.faults import FaultInjector, parse_faults
 from adasim_ray.train.hooks import quiet_ray_console
 from adasim_ray.train.online_eval import online_evaluation
-from adasim_ray.train.preemption import finished, seconds_since_signal, stop_requested
+from adasim_ray.train.preemption import (
+    finished,
+    seconds_since_signal,
+    stop_requested,
+    training_ended,
+)
 from adasim_ray.train.speed import configure_gpu
 from adasim_ray.train.tensorboard import RunBoard
 from adasim_ray.train.tracking import Tracker, start_tracking
@@ -157,6 +162,8 @@ def train_loop_per_worker(plan: WorkerPlan) -> dict[str, Any]:
         if found is not None:
             record_stop(plan.run_dir, plan.launch, found)
         raise
+    finally:
+        training_ended()
 
 
 def _train(plan: WorkerPlan) -> dict[str, Any]:

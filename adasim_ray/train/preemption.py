@@ -37,6 +37,9 @@ STOP = threading.Event()
 SIGNALLED_AT: list[float | None] = [None]
 #: Set once the loop has written the stop's checkpoint: the fallback is not needed.
 DONE = threading.Event()
+#: Set while a run trains in this process: a SIGTERM after it (Ray ending the worker actors at
+#: the end of a run) goes straight to the handler that was there before.
+ACTIVE = threading.Event()
 
 
 def _install(on_timeout: Callable[[], None]) -> Callable[[], None]:
@@ -47,6 +50,7 @@ def _install(on_timeout: Callable[[], None]) -> Callable[[], None]:
     previous = signal.getsignal(signal.SIGTERM)
     STOP.clear()
     DONE.clear()
+    ACTIVE.set()
     SIGNALLED_AT[0] = None
 
     def pass_on(signum: int, frame: Any) -> None:
@@ -63,7 +67,7 @@ def _install(on_timeout: Callable[[], None]) -> Callable[[], None]:
             on_timeout()
 
     def handler(signum: int, frame: Any) -> None:
-        if STOP.is_set():
+        if STOP.is_set() or not ACTIVE.is_set():
             pass_on(signum, frame)
             return
         SIGNALLED_AT[0] = time.monotonic()
@@ -132,6 +136,13 @@ def stop_requested(board: ray.actor.ActorHandle | None, pending: list[Any]) -> b
 
 def finished() -> None:
     """The loop has written the stop's checkpoint: the watchdog stands down."""
+    DONE.set()
+
+
+def training_ended() -> None:
+    """The training function has returned or raised in this process: a later SIGTERM is
+    Ray's to handle (no checkpoint to take, no message, no watchdog keeping it alive)."""
+    ACTIVE.clear()
     DONE.set()
 
 
