@@ -238,14 +238,36 @@ class GuardedStore(pafs.FileSystemHandler):
         return self._do(path, lambda: self.inner.open_input_file(path))
 
     def open_output_stream(self, path: str, metadata: Any) -> pa.NativeFile:
-        # The client's own stream: pyarrow's copy_files (Ray's checkpoint upload) loses the
-        # errors of a Python stream's close, and a stream cannot be replayed; its requests
-        # have the client's retries, its errors are told apart where the run ends
-        # (:func:`permanent_error`).
+        # The client's own stream: a stream cannot be replayed; its requests have the
+        # client's retries, and whoever writes it replays the whole file (:func:`upload`).
         return self._do(path, lambda: self.inner.open_output_stream(path, metadata=metadata))
 
     def open_append_stream(self, path: str, metadata: Any) -> pa.NativeFile:
         return self._do(path, lambda: self.inner.open_append_stream(path, metadata=metadata))
+
+
+def upload(local: str | Path, fs: pafs.FileSystem, path: str) -> None:
+    """Copy the local file or directory tree ``local`` to ``path`` on ``fs``, one stream per
+    file, each closed here so that its error is raised. ``pyarrow.fs.copy_files`` (which Ray
+    Train's own checkpoint upload uses) drops the error of a stream's close, where an object
+    store refuses an upload's part: measured with pyarrow 26 on the S3 server, a 403 or six
+    503s on ``model.pt``'s part and copy_files returned, the file missing. Not retried here:
+    callers replay the whole copy (:func:`guarded`)."""
+    local = Path(local)
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    made: set[str] = set()
+    if local.is_dir():
+        fs.create_dir(path, recursive=True)
+        made.add(path)
+    for file in files:
+        target = (path if file == local
+                  else f"{path.rstrip('/')}/{file.relative_to(local).as_posix()}")
+        parent = target.rsplit("/", 1)[0]
+        if parent and parent not in made:
+            fs.create_dir(parent, recursive=True)
+            made.add(parent)
+        with open(file, "rb") as source, fs.open_output_stream(target) as out:
+            shutil.copyfileobj(source, out, 8 * 2**20)
 
 
 def _with_retries(fs: pafs.FileSystem) -> pafs.FileSystem:

@@ -37,7 +37,7 @@ import torch
 from adasim_ray.config import PretrainConfig
 from adasim_ray.errors import CheckpointError
 from adasim_ray.resources.storage import resolve
-from adasim_ray.resources.store import require_room, state_bytes
+from adasim_ray.resources.store import guarded, require_room, state_bytes, upload
 from adasim_ray.rundir.layout import join, list_dirs, read_text, split
 
 META = "meta.json"
@@ -104,8 +104,7 @@ def save_state_file(state: Any, uri: str) -> int:
     with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX) as tmp:
         local = Path(tmp, "state.pt")
         torch.save(state, local)
-        pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
+        guarded(uri, lambda: upload(local, fs, path))  # retried whole, its errors raised
         return local.stat().st_size
 
 
@@ -346,11 +345,10 @@ def keep_checkpoint(
     name = f"checkpoint_epoch_{epoch:05d}" + (f"{STEP_MARK}{step:07d}" if step else "")
     if "://" in str(run_dir):
         fs, path = resolve(join(str(run_dir), name))
-        local = pafs.LocalFileSystem()
         files = sorted(p.name for p in Path(directory).iterdir() if p.name != META)
         for file in [*files, META]:
-            pafs.copy_files(str(Path(directory, file)), f"{path}/{file}",
-                            source_filesystem=local, destination_filesystem=fs)
+            guarded(f"{join(str(run_dir), name)}/{file}",
+                    lambda file=file: upload(Path(directory, file), fs, f"{path}/{file}"))
         for old in list_dirs(str(run_dir), "checkpoint_epoch_")[:-keep]:
             fs.delete_dir(resolve(old)[1])
         return join(str(run_dir), name)

@@ -91,6 +91,7 @@ from adasim_ray.train.preemption import (
 from adasim_ray.train.speed import configure_gpu
 from adasim_ray.train.tensorboard import RunBoard
 from adasim_ray.train.tracking import Tracker, start_tracking
+from adasim_ray.train.upload import upload_checkpoint
 
 #: The plan metrics of a run's first epoch (its plan pairs every image with itself).
 # The checkpoints of a run are read from its storage (Ray Train's and local mode's both live
@@ -671,7 +672,8 @@ def report(worker: Worker, metrics: dict[str, Any], ckpt_dir: str | None, epoch:
             ray.train.report(report_metrics)
         else:
             ray.train.report(report_metrics,
-                             checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+                             checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
+                             checkpoint_upload_fn=upload_checkpoint)  # retried whole
     finally:  # the staging copy goes, whether the report or the copy worked or not
         shutil.rmtree(Path(ckpt_dir), ignore_errors=True)
     drop_step_checkpoints(worker.run_dir)  # the checkpoints inside the epoch are behind it

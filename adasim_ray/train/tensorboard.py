@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 
 from adasim_ray.resources.storage import resolve
+from adasim_ray.resources.store import guarded, upload
 from adasim_ray.rundir.layout import join, split
 
 TENSORBOARD = "tensorboard"
@@ -78,9 +78,7 @@ class RunBoard:
         if self.remote is None:
             return
         fs, path = resolve(self.remote)
-        fs.create_dir(path, recursive=True)
-        pafs.copy_files(self.local, path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
+        guarded(self.remote, lambda: upload(self.local, fs, path))  # retried whole
 
     def close(self, failed: bool = False) -> None:
         """Close the writer and copy its last events; after a failure (``failed``) a copy

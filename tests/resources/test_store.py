@@ -16,7 +16,7 @@ import torch
 
 from adasim_ray.errors import StorageError
 from adasim_ray.resources.store import SDK_ATTEMPTS, classify, permanent_error, resolve
-from adasim_ray.rundir.checkpoint import save_state_file
+from adasim_ray.rundir.checkpoint import load_state_file, save_state_file
 from adasim_ray.rundir.layout import read_text, write_text
 from tests.s3_faults import FaultProxy
 
@@ -75,6 +75,24 @@ def test_a_permanent_error_is_one_line_and_sent_once(s3_server, proxy):
                                            r"bucket \(HTTP 404\)$"):
         write_text("s3://b-nothere-123/runs/x", "x")
 
+
+
+def test_an_upload_part_refused_or_throttled_beyond_the_client_is_not_lost(s3_server, proxy):
+    """pyarrow's copy_files drops a stream's close error (the part's): an upload checks it."""
+    bucket = s3_server.bucket()
+    uri = f"s3://{bucket}/runs/r/shards/epoch_00001-ab/cache_shard_0.pt"
+    part = r"/cache_shard_0\.pt\?partNumber=1&uploadId="
+    state = {"rows": torch.arange(4096.0)}
+    proxy.fail("PUT", part, status=503, code="SlowDown", times=SDK_ATTEMPTS + 1)
+    assert save_state_file(state, uri) > 0  # the whole file sent again, after the client
+    assert [s[2] for s in proxy.served] == [503] * (SDK_ATTEMPTS + 1)
+    assert torch.equal(load_state_file(uri)["rows"], state["rows"])
+    proxy.fail("PUT", part, status=403, code="AccessDenied", times=3)
+    with pytest.raises(StorageError) as caught:
+        save_state_file(state, uri.replace("00001", "00002"))
+    assert str(caught.value) == (f"storage: {uri.replace('00001', '00002')}: access denied "
+                                 "(HTTP 403)")
+    assert [s[2] for s in proxy.served].count(403) == 1
 
 @pytest.fixture
 def full_tmpfs(tmp_path):
