@@ -4,12 +4,16 @@ then the same images without class folders, each trained with the plain command
 GPU) and compared with the same network at random init (``--baselines``).
 
 The folder is made here from the embedded MNIST (nothing is downloaded): each digit, scaled to
-3/4 of the side, is placed at a random spot of a 48 x 48 RGB canvas, in a bright ink on a dim,
-tinted, noisy background of random level, and saved as a JPEG, ``train/<class>/`` and
+3/4 of the side, is placed at a random spot of a 48 x 48 RGB canvas, in a bright ink of random
+brightness and tint on a dim, noisy background, and saved as a JPEG, ``train/<class>/`` and
 ``test/<class>/``; the flattened copy holds the training images loose, without a test split.
-Prints the lines the runs print about their recipe and k-NN, and last one JSON line.
+``--backgrounds tinted`` gives each image a background of its own random level and tint: a
+colour that tells images apart but not classes, the shortcut the views' colour jitter does not
+remove (docs/benchmarks.md has what the cpu preset does there). Prints the lines the runs print
+about their recipe and k-NN, and last one JSON line.
 
-    python benchmarks/own_folder.py [--train 6000] [--test 1000] [--size 48] [--quick]
+    python benchmarks/own_folder.py [--train 6000] [--test 1000] [--size 48]
+                                    [--backgrounds plain|tinted] [--quick]
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_folder(out: Path, train: int, test: int, size: int, seed: int = 0) -> Path:
+def make_folder(out: Path, train: int, test: int, size: int, seed: int = 0,
+                backgrounds: str = "plain") -> Path:
     """Write the class-sorted JPEG folder (see the module docstring); returns it."""
     from adasim_ray.data import open_source, sample_images
 
@@ -40,11 +45,12 @@ def make_folder(out: Path, train: int, test: int, size: int, seed: int = 0) -> P
             side = size * 3 // 4  # the digit fills most of the picture, as an object does
             digit = np.asarray(Image.fromarray(digits.load(i)[:, :, 0]).resize(
                 (side, side), Image.BILINEAR), dtype=np.float32) / 255.0
-            # a dim, tinted, noisy background and a bright ink: colour and brightness vary
+            # a dim, noisy background and a bright ink: the ink's colour and brightness vary
             # from image to image (what the views' jitter teaches to ignore), the shape is
             # the class
-            tint = rng.uniform(0.7, 1.0, size=3)
-            level = rng.uniform(10, 90)
+            tint, level = rng.uniform(0.7, 1.0, size=3), rng.uniform(10, 90)
+            if backgrounds == "plain":
+                tint, level = np.ones(3), 50.0
             background = level * tint + rng.normal(0, 12, (size, size, 3))
             canvas = np.clip(background, 0, 255)
             y, x = rng.integers(0, size - side + 1, size=2)
@@ -89,6 +95,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=6000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--backgrounds", choices=("plain", "tinted"), default="plain")
     parser.add_argument("--work", default="/tmp/adasim-own-folder")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 200 / 50 images, 2 epochs")
@@ -96,10 +103,10 @@ def main() -> None:
     extra = ["--set", "epochs=2", "--set", "dino.warmup_epochs=1"] if args.quick else []
     if args.quick:
         args.train, args.test = 200, 50
-    work = Path(args.work)
+    work = Path(args.work) / f"{args.backgrounds}-{args.train}-{args.test}-{args.size}"
     folder = work / "folder"
     if not folder.is_dir():
-        make_folder(folder, args.train, args.test, args.size)
+        make_folder(folder, args.train, args.test, args.size, backgrounds=args.backgrounds)
     flat = work / "flat"
     if not flat.is_dir():
         flatten(folder, flat)
