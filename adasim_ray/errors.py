@@ -22,6 +22,7 @@ __all__ = [
     "DataError",
     "RunStoppedError",
     "StorageError",
+    "StorageStoppedError",
     "UserError",
     "first_line",
 ]
@@ -62,6 +63,11 @@ class StorageError(AdasimError):
     error (a timeout, a 5xx, throttling) is retried instead (``resources/store.py``). Not an
     ``OSError``, so that code which reads a failing storage as "nothing there" does not
     swallow it."""
+
+
+class StorageStoppedError(StorageError, RunStoppedError):
+    """A run that storage refused for good, stopped where it was: a fault that ended a run
+    (exit code 3, the line ends with the command that continues it), not a bad input."""
 
 
 def first_line(err: BaseException) -> str:

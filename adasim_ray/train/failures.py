@@ -22,6 +22,7 @@ from adasim_ray.errors import (
     DataError,
     RunStoppedError,
     StorageError,
+    StorageStoppedError,
     first_line,
 )
 from adasim_ray.resources.store import permanent_error
@@ -100,12 +101,12 @@ def ending(err: BaseException, **context: Any) -> AdasimError:
 
 def storage_stopped(err: StorageError, *, run_dir: str, epochs_done: int, epochs: int,
                     checkpoint_epoch: int | None, max_failures: int,
-                    command: str = "adasim-ray") -> StorageError:
+                    command: str = "adasim-ray") -> StorageStoppedError:
     """The one line of a run that storage refused for good: the URI and the cause, where the
     run got to, and the command that continues it once that is fixed."""
     saved = ("no checkpoint yet" if checkpoint_epoch is None
              else f"its newest checkpoint is of epoch {checkpoint_epoch}")
-    return StorageError(
+    return StorageStoppedError(
         f"{first_line(err)}; the run stopped in epoch {min(epochs_done + 1, epochs)} of "
         f"{epochs} at once (not retried, no restart); {saved}; once that is fixed, continue "
         f"it with: {command} pretrain --resume {run_dir}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from adasim_ray.config import load_config
-from adasim_ray.errors import StorageError
+from adasim_ray.errors import RunStoppedError, StorageStoppedError
 from adasim_ray.resources.store import SDK_ATTEMPTS
 from adasim_ray.rundir.checkpoint import latest_checkpoint, read_meta
 from adasim_ray.rundir.logs import resumes
@@ -47,7 +47,7 @@ def test_a_throttled_upload_costs_no_restart_a_refused_one_ends_the_run(
     proxy.fail("PUT", part, status=503, code="SlowDown", times=THROTTLED)
     proxy.fail("PUT", part, status=403, code="AccessDenied", times=3, skip=1)
     try:
-        with pytest.raises(StorageError) as caught:
+        with pytest.raises(StorageStoppedError) as caught:
             pretrain(cfg, s3_server.uri(f"{bucket}/runs"), log_every=1)
     finally:  # the checks below read the run past the proxy
         monkeypatch.undo()
@@ -57,6 +57,7 @@ def test_a_throttled_upload_costs_no_restart_a_refused_one_ends_the_run(
     assert len(parts) == THROTTLED + 2  # the refused part was not sent again
 
     message = str(caught.value)
+    assert isinstance(caught.value, RunStoppedError)  # a stopped run: the CLI exits with 3
     assert "\n" not in message
     run_dir = message.rsplit(" --resume ", 1)[1]
     assert run_dir.startswith(f"s3://{bucket}/runs/")
