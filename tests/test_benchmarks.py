@@ -193,12 +193,14 @@ def test_idle_wakeups_quick_measures_the_four_loops_and_an_idle_actors_wakes(ray
     assert result["processes"] == 2 and result["rounds"] == 1
 
 
-def test_audit_recall_quick_measures_both_rankings(tmp_path):
-    """benchmarks/audit_recall.py on 300 digits with 5 flips and 5 duplicates, 1 epoch."""
+def test_audit_recall_quick_measures_both_rankings(ray_session, tmp_path):
+    """benchmarks/audit_recall.py on 300 digits with 5 flips and 5 duplicates, 1 epoch; its
+    pretraining joins the test session's Ray (RAY_ADDRESS) rather than starting one."""
+    env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "audit_recall.py"), "--quick",
          "--work", str(tmp_path / "work")],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=600,
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=600, env=env,
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["train_images"] == 305 and result["epochs"] == 1
