@@ -23,6 +23,7 @@ when it first runs, and gets the config pickled, as bytes.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +38,25 @@ if TYPE_CHECKING:
 
 
 _FETCHERS: dict[tuple[Any, ...], PairFetcher] = {}
+#: The exit status of a fetch process whose first imports were cut short (:func:`open_fetcher`).
+CUT_SHORT_EXIT = 75
+
+
+def open_fetcher(config: bytes, **kwargs: Any) -> PairFetcher:
+    """A :class:`PairFetcher` of the pickled ``config``, imported in this process on first use.
+
+    Ray cancels a run's fetch tasks when the run ends (a ``KeyboardInterrupt`` in the task).
+    One that lands in this process's first ``import torch`` leaves torch half-initialised
+    here for good: every later task in the pooled process fails ("SystemError: ... bad call
+    flags", or worse), and with it every run after on the same Ray. The process exits instead,
+    and Ray runs the next task in another.
+    """
+    try:
+        from adasim_ray.train.fetcher import PairFetcher
+
+        return PairFetcher(cloudpickle.loads(config), **kwargs)
+    except KeyboardInterrupt:
+        os._exit(CUT_SHORT_EXIT)
 
 
 def fetch_pairs(batch: dict[str, np.ndarray], launch: str, config: bytes,
@@ -52,12 +72,10 @@ def fetch_pairs(batch: dict[str, np.ndarray], launch: str, config: bytes,
     key = (launch, kwargs["rank"], kwargs["world"])
     fetcher = _FETCHERS.get(key)
     if fetcher is None:
-        # Here rather than at the top: see the module's docstring.
-        from adasim_ray.train.fetcher import PairFetcher
-
         if len(_FETCHERS) >= 4:  # a long-lived process serving many runs: forget old ones
             _FETCHERS.clear()
-        fetcher = _FETCHERS[key] = PairFetcher(cloudpickle.loads(config), **kwargs)
+        # imported here rather than at the top: see the module's docstring
+        fetcher = _FETCHERS[key] = open_fetcher(config, **kwargs)
     return fetcher(batch)
 
 

@@ -27,3 +27,41 @@ def _map_ops(dataset):
             found.append(op)
         todo.extend(op.input_dependencies)
     return found
+
+
+# A fetch task cancelled (Ray's KeyboardInterrupt, when a run ends) while its process imports
+# torch for the first time (its config comes pickled, as to a Ray Data task): 0.3 s into the
+# first fetch, well inside torch's import (seconds).
+CUT_SHORT = """
+import signal, sys
+import numpy as np
+from adasim_ray.train.pipeline import fetch_pairs
+
+def cancel(*_):
+    raise KeyboardInterrupt
+config = open(sys.argv[1], "rb").read()
+assert "torch" not in sys.modules
+signal.signal(signal.SIGALRM, cancel)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+fetch_pairs({"item": np.arange(16)}, "launch", config, run_name="run", num_images=64, rank=0,
+            world=1, batch_size=16)
+print("fetched")
+"""
+
+
+def test_a_fetch_cancelled_in_its_first_import_of_torch_ends_its_process(tmp_path):
+    """The import cut short leaves torch half-initialised in the process for good (a pooled
+    Ray worker would fail every later run's fetch with it): the process exits instead."""
+    import subprocess
+    import sys
+
+    from adasim_ray.config import load_config
+    from adasim_ray.train.pipeline import CUT_SHORT_EXIT
+
+    config = tmp_path / "config.pkl"
+    config.write_bytes(cloudpickle.dumps(load_config(None, ["data=digits", "limit_images=64",
+                                                            "batch_size=16"])))
+    done = subprocess.run([sys.executable, "-c", CUT_SHORT, str(config)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == CUT_SHORT_EXIT, done.stdout + done.stderr[-2000:]
+    assert "fetched" not in done.stdout
