@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 #: The demo's fields that a folder data set would reset (``presets.demo_resets``), kept.
 DEMO_KEPT = ["augment.crop_scale=[0.5, 1.0]", "eval.max_train=5000", "eval.max_test=1000"]
-#: The tiny smoke run on digits (8 px images, as tests/audit/test_audit_run.py trains them).
-QUICK = ["epochs=1", "dino.warmup_epochs=0", "augment.image_size=8",
+#: The tiny smoke run on digits (8 px images, as tests/audit/test_audit_run.py trains them),
+#: in local mode (the loop in the driver, no Ray Train: the audit is what it smoke-tests).
+QUICK = ["epochs=1", "ray.num_workers=0", "dino.warmup_epochs=0", "augment.image_size=8",
          "augment.crop_scale=[0.6, 1.0]", "eval.max_train=300", "eval.max_test=100",
          "eval.knn_every=0", "eval.linear=false", "eval.fewshot=false", "checkpoint_every=1"]
 

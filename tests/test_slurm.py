@@ -81,7 +81,8 @@ STUB = r'''#!PYTHON
 import json, os, signal, sys, time
 
 prog, argv, log = os.path.basename(sys.argv[0]), sys.argv[1:], os.environ["STUB_LOG"]
-RAY_ENV = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+RAY_ENV = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S")
 
 
 def record(event):
@@ -225,7 +226,10 @@ def test_head_then_workers_then_the_driver_named_after_the_job(stubbed):
                               "--set", f"ray.storage_path={stubbed.tmp}/runs",
                               "--set", "ray.gpus_per_worker=0.875"]
     assert driver["env"] == {"RAY_ADDRESS": "10.1.0.1:6379", "RAY_AUTH_MODE": "token",
-                             "RAY_AUTH_TOKEN": "stub-token"}
+                             "RAY_AUTH_TOKEN": "stub-token",
+                             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    # A Ray node stops at once on SIGTERM: no 30 s drain holds the job's end or its requeue.
+    assert {c["env"]["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] for c in (head, workers)} == {"0"}
     # Both Ray nodes are stopped when the script ends; no requeue.
     assert len(stubbed.of("srun", "terminated")) == 2
     assert not [c for c in stubbed.of("scontrol") if c["argv"][0] == "requeue"]

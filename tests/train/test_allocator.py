@@ -19,8 +19,7 @@ from adasim_ray.train.run import worker_runtime_env
 PROBE = """
 import ctypes, json, sys, threading
 import numpy as np
-from adasim_ray.train.allocator import TUNABLES, allocator_env, keep_freed_memory
-from adasim_ray.train.run import worker_runtime_env
+from adasim_ray.train.allocator import keep_freed_memory
 set_ = keep_freed_memory() if sys.argv[1] == "set" else None
 libc = ctypes.CDLL(None)
 libc.sbrk.restype = ctypes.c_void_p

@@ -1,7 +1,9 @@
 """Faults injected into a real Ray run (local Ray, 2 CPUs) whose run directory is on S3 (moto's
-server on 127.0.0.1): a Train worker SIGKILLed mid-epoch, a cache shard actor killed, the
-driver SIGKILLed and the run finished by ``--resume s3://...``; the final cache, window,
-weights and metrics are compared with an uninterrupted run on a local disk."""
+server on 127.0.0.1): a Train worker SIGKILLed mid-epoch and a cache shard actor killed are
+survived; a third fault, beyond ``ray.max_failures``, stops the run in one line with the resume
+command; ``--resume s3://...`` finishes it, and the final cache, window, weights and metrics
+are compared with an uninterrupted run on a local disk. (A SIGKILLed driver and its resume:
+tests/train/test_named_run.py, on S3 too.)"""
 
 from __future__ import annotations
 
@@ -19,39 +21,20 @@ from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint
 from adasim_ray.rundir.logs import fired, resumes
 from adasim_ray.rundir.metrics import MetricsLog
 from tests.tensorboard_events import tensorboard_events
+from tests.train.tiny import set_args, tiny
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
 ITERS = 3  # 192 images in batches of 64
-RUN = [
-    "data=digits",
-    "limit_images=192",
-    "batch_size=64",
-    "epochs=4",
-    "checkpoint_every=1",
-    "adasim.window=1",
-    "adasim.tau=0.5",
-    "adasim.topk=4",
-    "eval.knn_every=0",
-    "eval.max_train=300",
-    "eval.max_test=100",
-    "eval.linear=false",
-    "eval.fewshot=false",
-    "dino.out_dim=128",
-    "dino.hidden_dim=64",
-    "dino.bottleneck_dim=32",
-    "dino.warmup_epochs=1",
-    "ray.num_workers=1",
-    "ray.cpus_per_worker=1",
-    "ray.fetch_actors=1",
-]  # ray.max_failures at its default: faults are survived out of the box
+RUN = tiny("limit_images=192", "epochs=4")
+MAX_FAILURES = 2  # the default (3) survives the first two faults all the same
 # epoch 2 step 2, epoch 3 step 2, epoch 4 step 2 (global steps from 0); the shard's loss is
-# seen within a step or two (at the latest when the epoch closes), before the driver's kill
-FAULTS = {"kill_worker": 4, "kill_shard": 7, "kill_driver": 10}
+# seen within a step or two (at the latest when the epoch closes), before the third fault
+FAULTS = [("kill_worker", 4), ("kill_shard", 7), ("kill_worker", 10)]
 
 
-def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
+def test_faults_survived_then_one_beyond_max_failures_then_resumed_match_an_uninterrupted_run(
     ray_session, s3_server, tmp_path, monkeypatch
 ):
     from adasim_ray.rundir.layout import join, list_dirs
@@ -59,25 +42,33 @@ def test_worker_shard_and_driver_killed_then_resumed_match_an_uninterrupted_run(
 
     runs = s3_server.uri(f"{s3_server.bucket()}/runs")
     env = os.environ | {
-        "ADASIM_FAULT": ",".join(f"{k}@{v}" for k, v in FAULTS.items()),
+        "ADASIM_FAULT": ",".join(f"{kind}@{at}" for kind, at in FAULTS),
         "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
     }
-    args = [sys.executable, "launch.py", "pretrain", "--output", runs]
-    for item in RUN:
-        args += ["--set", item]
+    args = [sys.executable, "launch.py", "pretrain", "--output", runs,
+            *set_args([*RUN, f"ray.max_failures={MAX_FAILURES}"])]
     driver = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
-    assert driver.returncode == -9, driver.stdout[-3000:] + driver.stderr[-3000:]
+    assert driver.returncode == 3, driver.stdout[-3000:] + driver.stderr[-3000:]
     [run_dir] = list_dirs(runs, "")
-    # Each fault fired exactly once, at its step; after each the worker group restarted from
-    # the checkpoint of the epoch before the fault: at most the steps since it are repeated.
-    assert [(f["fault"], f["at"]) for f in fired(run_dir)] == list(FAULTS.items())
-    assert resumes(run_dir) == [FAULTS["kill_worker"] // ITERS, FAULTS["kill_shard"] // ITERS]
-    assert len(MetricsLog(run_dir).read()) == FAULTS["kill_driver"] // ITERS
+    # Each fault fired exactly once, at its step; after each of the first two the worker
+    # group restarted from the checkpoint of the epoch before the fault: at most the steps
+    # since it are repeated.
+    assert [(f["fault"], f["at"]) for f in fired(run_dir)] == FAULTS
+    assert resumes(run_dir) == [FAULTS[0][1] // ITERS, FAULTS[1][1] // ITERS]
+    assert len(MetricsLog(run_dir).read()) == FAULTS[2][1] // ITERS
+    # The third stopped the run: one line of ours (Ray's forwarded logs may still arrive
+    # after it), what died, where the run got to and the command that continues it.
+    [last] = [line for line in driver.stderr.splitlines() if line.startswith("error: ")]
+    assert last.startswith(f"error: the run stopped in epoch 4 of 4, after {MAX_FAILURES} "
+                           "restart(s) (ray.max_failures): "), last
+    assert last.endswith("its newest checkpoint is of epoch 3; continue it with: adasim-ray "
+                         f"pretrain --resume {run_dir}"), last
+    assert "Traceback" not in driver.stderr.split("[adasim] epoch 3 done")[-1]
 
     cfg = load_config(join(run_dir, "config.yaml"))  # what the driver ran
     resumed = pretrain(cfg, resume=run_dir, log_every=1000)
-    assert resumes(run_dir)[-1] == FAULTS["kill_driver"] // ITERS
+    assert resumes(run_dir)[-1] == FAULTS[2][1] // ITERS
     # The uninterrupted run in local mode (the loop in this process: measured the same losses,
     # metrics and weights bit for bit as one Ray Train worker, in a third of the time).
     local = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, num_workers=0))
@@ -157,24 +148,3 @@ def test_a_corrupt_image_met_in_training_is_one_line(ray_session, tmp_path, caps
     assert last.startswith("error: ") and str(bad) in last and "skip_corrupt" in last
     [run_dir] = list((tmp_path / "out").iterdir())
     assert (run_dir / "config.yaml").is_file()  # the run directory is kept
-
-
-def test_a_fault_beyond_max_failures_stops_in_one_line_with_the_resume_command(
-    ray_session, tmp_path
-):
-    env = os.environ | {"ADASIM_FAULT": f"kill_worker@{ITERS + 1}",
-                        "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    args = [sys.executable, "launch.py", "pretrain", "--output", str(tmp_path)]
-    for item in [*RUN, "epochs=2", "ray.max_failures=0"]:
-        args += ["--set", item]
-    driver = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert driver.returncode == 3, driver.stderr[-3000:]
-    [run_dir] = [str(p) for p in tmp_path.iterdir()]
-    # One line of ours (Ray's forwarded logs may still arrive after it).
-    [last] = [line for line in driver.stderr.splitlines() if line.startswith("error: ")]
-    assert last.startswith("error: the run stopped in epoch 2 of 2, no restart allowed "
-                           "(ray.max_failures=0): ")
-    assert last.endswith(f"its newest checkpoint is of epoch 1; continue it with: adasim-ray "
-                         f"pretrain --resume {run_dir}")
-    assert "Traceback" not in driver.stderr.split("[adasim] epoch 1 done")[-1]

@@ -18,24 +18,18 @@ from adasim_ray.rundir.layout import file_type, join
 from adasim_ray.rundir.lease import LEASE
 from adasim_ray.rundir.logs import resumes
 from adasim_ray.rundir.metrics import MetricsLog
+from tests.train.tiny import set_args, tiny
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
-SETS = ["data=digits", "limit_images=128", "batch_size=64", "checkpoint_every=1",
-        "adasim.window=1", "adasim.topk=3", "eval.knn_every=0", "eval.max_train=200",
-        "eval.max_test=60", "eval.linear=false", "eval.fewshot=false", "dino.out_dim=64",
-        "dino.hidden_dim=64", "dino.bottleneck_dim=32", "dino.warmup_epochs=1",
-        "ray.num_workers=1", "ray.cpus_per_worker=1", "ray.fetch_actors=1"]
-KILL_AT = 5  # global step 5: epoch 3 of 2 steps an epoch
+KILL_AT = 5  # global step 5: epoch 3 of 3, 2 steps an epoch (tests/train/tiny.py)
 
 
 def test_the_same_command_line_continues_a_killed_run(ray_session, s3_server):
     output = s3_server.uri(f"{s3_server.bucket()}/runs")
     command = [sys.executable, "launch.py", "pretrain", "--name", "requeued", "--output",
-               output, "--epochs", "4"]
-    for item in SETS:
-        command += ["--set", item]
+               output, *set_args(tiny())]
     env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     run_dir = join(output, "requeued")
 
@@ -61,10 +55,10 @@ def test_the_same_command_line_continues_a_killed_run(ray_session, s3_server):
                            timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     lines = again.stdout.splitlines()
-    assert "resuming from its checkpoint of epoch 2 of 4" in lines[0]
+    assert "resuming from its checkpoint of epoch 2 of 3" in lines[0]
     assert "taking over the lease" in again.stdout  # its holder was SIGKILLed
-    assert [row["epoch"] for row in MetricsLog(run_dir).read()] == [1, 2, 3, 4]
+    assert [row["epoch"] for row in MetricsLog(run_dir).read()] == [1, 2, 3]
     assert resumes(run_dir)[-1] == 2
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 0 and "finished all 4 epochs" in done.stdout.splitlines()[0]
+    assert done.returncode == 0 and "finished all 3 epochs" in done.stdout.splitlines()[0]

@@ -17,41 +17,23 @@ from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint
 from adasim_ray.rundir.logs import fired, resumes
 from adasim_ray.rundir.metrics import MetricsLog
 from tests.train.test_faults import assert_same_state
+from tests.train.tiny import TWO_WORKERS
 
-pytestmark = pytest.mark.ray  # a Ray of its own, in a process of its own
+pytestmark = pytest.mark.ray  # a Ray of its own in a process of its own, and the session's
 
 ROOT = Path(__file__).resolve().parents[2]
 ITERS = 2  # 128 images in global batches of 64
 LOSE_AT = ITERS + 1  # epoch 2, step 2: the checkpoint of epoch 1 is the newest
-RUN = [
-    "data=digits",
-    "limit_images=128",
-    "batch_size=64",
-    "epochs=3",
-    "checkpoint_every=1",
-    "adasim.window=1",
-    "adasim.tau=0.5",
-    "adasim.topk=4",
-    "eval.knn_every=0",
-    "eval.max_train=300",
-    "eval.max_test=100",
-    "eval.linear=false",
-    "eval.fewshot=false",
-    "dino.out_dim=128",
-    "dino.hidden_dim=64",
-    "dino.bottleneck_dim=32",
-    "dino.warmup_epochs=1",
-    "ray.num_workers=2",
-    "ray.cpus_per_worker=1",
-    "ray.fetch_actors=1",
-    "ray.cache_shards=2",
-]  # ray.max_failures at its default (3)
 
 
-def test_a_node_lost_mid_epoch_is_survived_and_the_run_ends_as_an_uninterrupted_one(tmp_path):
+def test_a_node_lost_mid_epoch_is_survived_and_the_run_ends_as_an_uninterrupted_one(
+    tmp_path, two_worker_run
+):
+    """The run of TWO_WORKERS (ray.max_failures at its default, 3) loses a node; the same
+    config run uninterrupted on the session's Ray (``two_worker_run``) is the reference."""
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"output": str(tmp_path / "runs"), "overrides": RUN,
-                                "lose_at": LOSE_AT}))
+    spec.write_text(json.dumps({"output": str(tmp_path / "runs"), "overrides": TWO_WORKERS,
+                                "lose_at": LOSE_AT, "straight": False}))
     # A process of its own: a Cluster cannot share this process with the session's Ray.
     proc = subprocess.run([sys.executable, "tests/train/multinode.py", str(spec)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
@@ -60,11 +42,11 @@ def test_a_node_lost_mid_epoch_is_survived_and_the_run_ends_as_an_uninterrupted_
     out = json.loads(lines[-1].removeprefix("RESULT "))
     assert "remover_error" not in out, out["remover_error"]
 
-    check(out)
+    check(out, two_worker_run["run_dir"])
 
 
-def check(out: dict) -> None:
-    """What ``multinode.py`` reports of the run that lost a node and of the reference."""
+def check(out: dict, straight_dir: str) -> None:
+    """What ``multinode.py`` reports of the run that lost a node, against the reference."""
     # Before the loss, the run was spread as on a cluster: its two Train workers on two
     # nodes, its two cache shards on two nodes (one each: their memory), none on the head;
     # the node that went held a worker and a shard.
@@ -81,7 +63,7 @@ def check(out: dict) -> None:
     assert all(a["node"] != lost for a in after.values())
     assert out["nodes_alive"] == 3  # the head and two worker nodes
 
-    lost_dir, straight_dir = out["lost"]["run_dir"], out["straight"]["run_dir"]
+    lost_dir = out["lost"]["run_dir"]
     [fault] = fired(lost_dir)
     assert (fault["fault"], fault["at"]) == ("lose_node", LOSE_AT)
     assert resumes(lost_dir) == [LOSE_AT // ITERS]  # one restart, from epoch 1's checkpoint
@@ -101,4 +83,4 @@ def check(out: dict) -> None:
         assert_same_state(a, b, f"shard {s}")
     print(f"node loss: removed in {out['removed']['took_s']:.1f} s, shards restored and "
           f"workers restarted {out['recovered_s']:.1f} s after it; the run took "
-          f"{out['lost_wall_s']:.0f} s, the uninterrupted one {out['straight_wall_s']:.0f} s")
+          f"{out['lost_wall_s']:.0f} s")

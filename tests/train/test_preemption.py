@@ -21,33 +21,14 @@ from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint, rea
 from adasim_ray.rundir.logs import fired, resumes
 from adasim_ray.rundir.metrics import MetricsLog
 from tests.train.test_faults import assert_same_state
+from tests.train.tiny import set_args, tiny
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
 ITERS = 6  # 96 images in batches of 16
-RUN = [
-    "data=digits",
-    "limit_images=96",
-    "batch_size=16",
-    "epochs=3",
-    "checkpoint_every_steps=4",
-    "adasim.window=1",
-    "adasim.tau=0.5",
-    "adasim.topk=4",
-    "eval.knn_every=0",
-    "eval.max_train=200",
-    "eval.max_test=100",
-    "eval.linear=false",
-    "eval.fewshot=false",
-    "dino.out_dim=64",
-    "dino.hidden_dim=32",
-    "dino.bottleneck_dim=16",
-    "dino.warmup_epochs=1",
-    "ray.num_workers=1",
-    "ray.cpus_per_worker=1",
-    "ray.fetch_actors=1",
-]
+RUN = tiny("limit_images=96", "batch_size=16", "checkpoint_every_steps=4", "eval.max_train=200",
+           "dino.out_dim=64", "dino.hidden_dim=32", "dino.bottleneck_dim=16")
 TERM_WORKER = ITERS + 2  # epoch 2, its step 3 (global steps from 0)
 
 
@@ -69,9 +50,7 @@ def test_sigterm_checkpoints_inside_the_epoch_and_the_resume_matches(
         "ADASIM_FAULT": f"term_worker@{TERM_WORKER}",
         "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
     }
-    args = [sys.executable, "launch.py", "pretrain", "--output", runs]
-    for item in RUN:
-        args += ["--set", item]
+    args = [sys.executable, "launch.py", "pretrain", "--output", runs, *set_args(RUN)]
     driver = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     out = driver.stdout[-3000:] + driver.stderr[-3000:]

@@ -52,17 +52,10 @@ def losses(summary) -> list[float]:
     return [row["loss"] for row in MetricsLog(summary["run_dir"]).read()]
 
 
-def test_two_worker_ddp_run_bootstraps(ray_session, tmp_path):
-    summary = run(
-        tmp_path,
-        "epochs=3",
-        "eval.knn_every=3",  # the k-NN of the end, spread over both ranks, is what is checked
-        "adasim.window=1",
-        "adasim.tau=1.0",
-        "ray.num_workers=2",
-        "ray.cpus_per_worker=1",
-        "checkpoint_every=1",
-    )
+def test_two_worker_ddp_run_bootstraps(two_worker_run):
+    # tests/train/tiny.py TWO_WORKERS: 3 epochs, w=1, tau=1, the k-NN at epoch 3, a checkpoint
+    # each epoch (tests/train/conftest.py runs it once; the node-loss test compares with it)
+    summary = two_worker_run
     rows = MetricsLog(summary["run_dir"]).read()
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for row in rows:
