@@ -120,10 +120,12 @@ def sample_images(source: ImageSource, n: int | None, seed: int = 0, *,
 
 def describe(source: ImageSource) -> str:
     """One line on what a (possibly sampled) split holds: ``N of M images (stratified
-    sample, seed s), K classes, 28 px`` or ``mixed sizes``."""
+    sample, seed s), K classes, 28 px`` or ``mixed sizes``; an unlabelled split's sample is a
+    plain (``random``) one."""
     base = source.source if isinstance(source, SampledImages) else source
     if isinstance(source, SampledImages):
-        count = f"{len(source)} of {len(base)} images (stratified sample, seed {source.seed})"
+        kind = "stratified" if source.labels is not None else "random"
+        count = f"{len(source)} of {len(base)} images ({kind} sample, seed {source.seed})"
     else:
         count = f"all {len(source)} images"
     classes = (f"{source.num_classes} classes" if source.num_classes is not None

@@ -78,3 +78,14 @@ def test_eval_refuses_unlabelled_data_in_one_line(tmp_path, png_writer, capsys):
     assert code == 2 and len(err) == 1
     assert "has no labels" in err[0]
 
+
+
+def test_a_sample_of_unlabelled_images_is_called_a_random_one(tmp_path, png_writer):
+    from adasim_ray.data import describe, sample_images
+
+    paths = _nested(tmp_path, png_writer)
+    source = open_source(f"folder:{tmp_path}", labels=False)
+    line = describe(sample_images(source, 5, seed=3))
+    assert f"5 of {len(paths)} images (random sample, seed 3), unlabelled" in line
+    labelled = describe(sample_images(open_source("digits"), 50, seed=3))
+    assert "50 of 1438 images (stratified sample, seed 3), 10 classes" in labelled
