@@ -50,7 +50,7 @@ from adasim_ray.init_weights import (
     unknown_format,
 )
 from adasim_ray.recipe import build_model
-from adasim_ray.resources.storage import resolve
+from adasim_ray.resources.store import download
 from adasim_ray.rundir.checkpoint import latest_checkpoint, read_checkpoint
 from adasim_ray.rundir.layout import CONFIG, file_type, is_run_dir, join, read_text, split
 
@@ -112,12 +112,10 @@ def _local(uri: str) -> Iterator[Path]:
     if "://" not in uri:
         yield Path(uri)
         return
-    fs, path = resolve(uri)
     with tempfile.TemporaryDirectory(prefix="adasim-init-") as tmp:
         local = Path(tmp, split(uri)[1])
         try:
-            pafs.copy_files(path, str(local), source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            download(uri, local)
         except OSError as err:
             raise ConfigError(f"init.backbone: cannot read {uri} ({first_line(err)})") from None
         yield local

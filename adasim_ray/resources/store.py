@@ -47,6 +47,7 @@ RETRY_S = 300.0
 #: Attempts of each HTTP request by the S3 client itself (pyarrow's default: 3).
 SDK_ATTEMPTS = 6
 _FIRST_WAIT_S, _MAX_WAIT_S = 0.5, 20.0
+_CHUNK = 8 * 2**20  # bytes a read or write of a copy moves at once
 
 T = TypeVar("T")
 
@@ -267,7 +268,36 @@ def upload(local: str | Path, fs: pafs.FileSystem, path: str) -> None:
             fs.create_dir(parent, recursive=True)
             made.add(parent)
         with open(file, "rb") as source, fs.open_output_stream(target) as out:
-            shutil.copyfileobj(source, out, 8 * 2**20)
+            shutil.copyfileobj(source, out, _CHUNK)
+
+
+def download(uri: str, local: str | Path) -> None:
+    """Copy the file ``uri`` (a local path or a URI) to the local file ``local``: its disk's
+    room checked first (:func:`require_room`, naming that disk), the copy retried whole on a
+    transient error (a read can fail half-way, after the client's own retries) and a
+    permanent one a one-line StorageError, as for every operation (:func:`guarded`). A missing
+    file is a ``FileNotFoundError``. Each chunk is written unbuffered, so that an error of the
+    local disk is raised where it happens, naming it."""
+    fs, path = resolve(uri)
+    info = guarded(uri, lambda: fs.get_file_info(path))
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(errno.ENOENT, "not found", uri)
+    local = Path(local)
+    require_room(local.parent, info.size or 0, f"a copy of {uri}",
+                 hint="point TMPDIR at a larger disk")
+
+    def copy() -> None:
+        with fs.open_input_stream(path) as source, open(local, "wb", buffering=0) as out:
+            while chunk := source.read(_CHUNK):
+                view = memoryview(chunk)
+                try:
+                    while view:
+                        view = view[out.write(view):]
+                except OSError as err:
+                    raise StorageError(f"storage: {local.parent}: {classify(err)[1]} while "
+                                       f"copying {uri} there") from None
+
+    guarded(uri, copy)
 
 
 def _with_retries(fs: pafs.FileSystem) -> pafs.FileSystem:

@@ -37,7 +37,7 @@ import torch
 from adasim_ray.config import PretrainConfig
 from adasim_ray.errors import CheckpointError
 from adasim_ray.resources.storage import resolve
-from adasim_ray.resources.store import guarded, require_room, state_bytes, upload
+from adasim_ray.resources.store import download, guarded, require_room, state_bytes, upload
 from adasim_ray.rundir.layout import join, list_dirs, read_text, split
 
 META = "meta.json"
@@ -112,11 +112,9 @@ def load_state_file(uri: str) -> Any:
     """A file written by :func:`save_state_file`, loaded with ``weights_only=True``."""
     if "://" not in uri:
         return _load(Path(uri).parent, Path(uri).name)
-    fs, path = resolve(uri)
     with tempfile.TemporaryDirectory(prefix="adasim-restore-") as tmp:
         try:
-            pafs.copy_files(path, str(Path(tmp, "state.pt")), source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            download(uri, Path(tmp, "state.pt"))
         except OSError as err:
             raise CheckpointError(f"{uri}: cannot read ({err})") from None
         return _load(Path(tmp), "state.pt", shown=uri)
@@ -216,12 +214,9 @@ def read_checkpoint(
         local = Path(directory)
         return meta, _load(local, MODEL), [_load(local, name) for name in names[1:]]
     with tempfile.TemporaryDirectory(prefix="adasim-restore-") as tmp:
-        fs, path = resolve(str(directory))
         for name in names:
             try:
-                pafs.copy_files(f"{path.rstrip('/')}/{name}", str(Path(tmp, name)),
-                                source_filesystem=fs,
-                                destination_filesystem=pafs.LocalFileSystem())
+                download(join(str(directory), name), Path(tmp, name))
             except OSError as err:
                 raise CheckpointError(f"{directory}: cannot read {name} ({err})") from None
         # Errors name the checkpoint's files where the user put them, not the copy.

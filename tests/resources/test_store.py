@@ -94,6 +94,38 @@ def test_an_upload_part_refused_or_throttled_beyond_the_client_is_not_lost(s3_se
                                  "(HTTP 403)")
     assert [s[2] for s in proxy.served].count(403) == 1
 
+def test_a_download_throttled_beyond_the_client_is_retried_a_refused_one_is_one_line(
+    s3_server, proxy, tmp_path
+):
+    """Reads of run storage (a checkpoint's files, a resume's, ``init``'s weights) go through
+    the same layer: retried whole on a transient error, one line on a permanent one."""
+    from adasim_ray.rundir.checkpoint import read_checkpoint, write_checkpoint
+
+    bucket = s3_server.bucket()
+    uri = f"s3://{bucket}/runs/r/shards/epoch_00001-ab/cache_shard_0.pt"
+    state = {"rows": torch.arange(4096.0)}
+    save_state_file(state, uri)
+    shard = r"/cache_shard_0\.pt$"
+    proxy.fail("GET", shard, status=503, code="SlowDown", times=SDK_ATTEMPTS + 1)
+    assert torch.equal(load_state_file(uri)["rows"], state["rows"])
+    assert [s[2] for s in proxy.served] == [503] * (SDK_ATTEMPTS + 1)
+    proxy.fail("GET", shard, status=403, code="AccessDenied", times=3)
+    with pytest.raises(StorageError) as caught:
+        load_state_file(uri)
+    assert str(caught.value) == f"storage: {uri}: access denied (HTTP 403)"
+    assert [s[2] for s in proxy.served].count(403) == 1
+    # a checkpoint's model file, read back by a resume or `export`
+    (tmp_path / "checkpoint_000001").mkdir()
+    write_checkpoint(tmp_path / "checkpoint_000001", model_state={"model": state},
+                     meta={"epoch": 1})
+    s3_server.upload(tmp_path / "checkpoint_000001", f"{bucket}/runs/r/checkpoint_000001")
+    checkpoint = f"s3://{bucket}/runs/r/checkpoint_000001"
+    proxy.fail("GET", r"/checkpoint_000001/model\.pt$", status=None, times=SDK_ATTEMPTS + 1)
+    _, model, _ = read_checkpoint(checkpoint, shards=False)
+    assert torch.equal(model["model"]["rows"], state["rows"])
+    assert [s[2] for s in proxy.served][-(SDK_ATTEMPTS + 1):] == ["reset"] * (SDK_ATTEMPTS + 1)
+
+
 @pytest.fixture
 def full_tmpfs(tmp_path):
     """A 2 MiB tmpfs, filled but for about 100 KiB (mounting needs root)."""
@@ -128,3 +160,20 @@ def test_a_full_staging_disk_is_refused_before_the_save(s3_server, full_tmpfs, m
     # the same disk with room: saved (the check does not refuse what fits)
     (full_tmpfs / "filler").unlink()
     assert save_state_file(state, uri) > 0
+
+
+def test_a_full_disk_for_a_downloads_copy_is_one_line_before_it(s3_server, full_tmpfs,
+                                                                monkeypatch):
+    bucket = s3_server.bucket()
+    uri = f"s3://{bucket}/runs/r/shards/epoch_00001-ab/cache_shard_0.pt"
+    state = {"rows": torch.zeros(256, 512)}  # 0.5 MiB
+    save_state_file(state, uri)
+    monkeypatch.setattr(tempfile, "tempdir", str(full_tmpfs))
+    with pytest.raises(StorageError) as caught:
+        load_state_file(uri)
+    message = str(caught.value)
+    assert message.startswith(f"storage: {full_tmpfs}/adasim-restore-")
+    assert f"no space left for a copy of {uri} (0.1 MiB free, 0.5 MiB needed)" in message
+    assert "\n" not in message and message.endswith("point TMPDIR at a larger disk")
+    (full_tmpfs / "filler").unlink()
+    assert torch.equal(load_state_file(uri)["rows"], state["rows"])
