@@ -21,14 +21,12 @@ from adasim_ray.rundir.checkpoint import latest_checkpoint, read_meta
 from adasim_ray.rundir.logs import resumes
 from adasim_ray.rundir.metrics import MetricsLog
 from tests.s3_faults import FaultProxy
+from tests.train.tiny import tiny
 
 pytestmark = pytest.mark.ray
 
-RUN = ["data=digits", "limit_images=64", "batch_size=32", "epochs=2", "checkpoint_every=1",
-       "adasim.window=1", "adasim.tau=0.5", "adasim.topk=4", "eval.knn_every=0",
-       "eval.linear=false", "eval.fewshot=false", "dino.out_dim=64", "dino.hidden_dim=32",
-       "dino.bottleneck_dim=16", "dino.warmup_epochs=1", "ray.num_workers=1",
-       "ray.cpus_per_worker=1", "ray.fetch_actors=1"]
+RUN = tiny("limit_images=64", "batch_size=32", "epochs=2", "dino.out_dim=64",
+           "dino.hidden_dim=32", "dino.bottleneck_dim=16")
 THROTTLED = SDK_ATTEMPTS + 2  # more than one upload's client attempts of the part
 
 
