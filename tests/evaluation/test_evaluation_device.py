@@ -57,3 +57,16 @@ def test_knn_votes_stay_on_the_device():
         votes = knn_votes(train, labels, torch.randn(7, 16, device="cuda"), k=5, T=0.07,
                           num_classes=10)
     assert votes.device.type == "cuda" and votes.shape == (7, 10)
+
+
+def test_the_linear_probes_statistics_of_a_half_bank_make_no_float32_copy(monkeypatch):
+    from adasim_ray.evaluation import linear as linear_module
+
+    n, d = 1000, 64
+    monkeypatch.setattr(linear_module, "_BLOCK_BYTES", 200 * 4 * d)  # 5 blocks of rows
+    with fake_cuda():
+        bank = torch.randn(n, d).half()  # on the host, as a run gathers it
+        with FullSizeAllocations((n, d)) as allocations:
+            mean, std = linear_module._streamed_mean_std(bank, torch.device("cuda"))
+    assert mean.device.type == std.device.type == "cuda" and mean.dtype == torch.float32
+    assert allocations.count == 0, "the bank was copied whole to the device"

@@ -92,3 +92,23 @@ def test_guards():
         linear_probe(x, y - 1, x, y)
     with pytest.raises(ValueError, match="method"):
         fit_linear_probe(x, y, method="sgd")  # type: ignore[arg-type]
+
+
+def test_a_half_bank_held_apart_trains_in_mini_batches_as_the_float32_one_does():
+    """A run's bank in its cache dtype (half) stays as it is held: its statistics and its
+    mini-batches are made a block at a time (device discipline: test_evaluation_device.py),
+    and the probe learns what it learns of the same features in float32."""
+    train_x, train_y = separable(600, 7, 16, seed=0)
+    test_x, test_y = separable(300, 7, 16, seed=1)
+    half = torch.from_numpy(train_x).half()
+    with torch.inference_mode():  # as the features of a run's last evaluation come
+        held = half.clone()
+    streamed = fit_linear_probe(held, train_y, method="adamw", epochs=30, batch_size=64)
+    whole = fit_linear_probe(half.float().numpy(), train_y, method="adamw", epochs=30,
+                             batch_size=64)
+    std, mean = torch.std_mean(half.float(), dim=0, correction=0)
+    assert torch.allclose(streamed.mean, mean, atol=1e-6)
+    assert torch.allclose(streamed.inv_std, whole.inv_std, rtol=1e-5)
+    assert torch.allclose(streamed.linear.weight, whole.linear.weight, atol=1e-4)
+    assert linear_probe(held, train_y, test_x, test_y, method="adamw", epochs=30,
+                        batch_size=64) == 1.0
