@@ -136,7 +136,10 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> LabelIssues:
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    issue = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+    # n_jobs=1: in this process. cleanlab's pool forks it, and a fork of a process that runs
+    # Ray's threads hung (a forked worker never exited, the pool was never joined: seen in
+    # the test suite); its results do not depend on n_jobs.
+    issue = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     order = np.lexsort((np.arange(len(labels)), quality, ~issue))
     return LabelIssues(
         ids=order,
