@@ -69,7 +69,9 @@ def _as_tensors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (float32 on ``device``; with ``keep``, as they are held: a half bank on the
     host stays one) and labels (int64 on ``device``), checked."""
-    x = torch.as_tensor(feats) if keep else torch.as_tensor(feats, device=device).to(torch.float32)
+    held = feats.device if isinstance(feats, torch.Tensor) else "cpu"  # numpy: the host
+    x = (torch.as_tensor(feats, device=held) if keep
+         else torch.as_tensor(feats, device=device).to(torch.float32))
     y = torch.as_tensor(labels, device=device).to(torch.int64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} features must be a non-empty (N, d) array, got {tuple(x.shape)}")
@@ -88,11 +90,11 @@ def _streamed_mean_std(x: torch.Tensor, device: torch.device) -> tuple[torch.Ten
     n, d = x.shape
     rows = max(1, _BLOCK_BYTES // (4 * d))
     blocks = [slice(a, a + rows) for a in range(0, n, rows)]
-    total = torch.zeros(d, dtype=torch.float64)
+    total = torch.zeros(d, dtype=torch.float64, device="cpu")
     for block in blocks:
         total += x[block].to(device=device, dtype=torch.float32).sum(0).cpu().double()
     mean = (total / n).float().to(device)
-    squares = torch.zeros(d, dtype=torch.float64)
+    squares = torch.zeros(d, dtype=torch.float64, device="cpu")
     for block in blocks:
         centred = x[block].to(device=device, dtype=torch.float32) - mean
         squares += centred.square().sum(0).cpu().double()
