@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adasim_ray.evaluation.knn import HALF_DTYPES
+
 ArrayLike = np.ndarray | torch.Tensor
 Method = Literal["auto", "lbfgs", "adamw"]
 
@@ -69,9 +71,11 @@ def _as_tensors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (float32 on ``device``; with ``keep``, as they are held: a half bank on the
     host stays one) and labels (int64 on ``device``), checked."""
-    held = feats.device if isinstance(feats, torch.Tensor) else "cpu"  # numpy: the host
-    x = (torch.as_tensor(feats, device=held) if keep
-         else torch.as_tensor(feats, device=device).to(torch.float32))
+    if keep:
+        held = feats.device if isinstance(feats, torch.Tensor) else "cpu"  # numpy: the host
+        x = torch.as_tensor(feats, device=held)
+    else:
+        x = torch.as_tensor(feats, device=device).to(torch.float32)
     y = torch.as_tensor(labels, device=device).to(torch.int64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} features must be a non-empty (N, d) array, got {tuple(x.shape)}")
@@ -218,8 +222,7 @@ def fit_linear_probe(
         if method == "auto":
             method = "lbfgs" if x.shape[0] * num_classes <= _FULL_BATCH_LOGITS else "adamw"
 
-        held_apart = (x.device.type != device.type
-                      or x.dtype in (torch.float16, torch.bfloat16))
+        held_apart = x.device.type != device.type or x.dtype in HALF_DTYPES
         if method == "lbfgs" or not held_apart:
             x = x.to(device=device, dtype=torch.float32)
             if x.is_inference():

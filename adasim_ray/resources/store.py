@@ -279,7 +279,7 @@ def download(uri: str, local: str | Path) -> None:
     file is a ``FileNotFoundError``. Each chunk is written unbuffered, so that an error of the
     local disk is raised where it happens, naming it."""
     fs, path = resolve(uri)
-    info = guarded(uri, lambda: fs.get_file_info(path))
+    info = fs.get_file_info(path)  # guarded, as every operation of the store
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(errno.ENOENT, "not found", uri)
     local = Path(local)

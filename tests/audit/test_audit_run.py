@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from adasim_ray.cli import main
+from tests.train.tiny import set_args
 
 pytestmark = pytest.mark.ray
 
@@ -65,8 +66,7 @@ def _found(audit: Path, planted) -> tuple[int, int]:
 def test_audit_finds_planted_cases(ray_session, planted_digits, tmp_path, capsys):
     argv = ["pretrain", "--config", str(SMOKE), "--data", f"parquet:{planted_digits.root}"]
     argv += ["--epochs", "4", "--output", str(tmp_path / "runs")]
-    for item in OVERRIDES:
-        argv += ["--set", item]
+    argv += set_args(OVERRIDES)
     assert main(argv) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
 
